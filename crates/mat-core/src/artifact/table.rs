@@ -1,0 +1,437 @@
+//! Parquet artifacts: one row per sample, images and features as
+//! `FixedSizeList<Float32>` columns, scalars as plain columns, provenance and
+//! shapes in the file's key-value metadata. zstd-compressed; pandas, polars,
+//! duckdb and pyarrow read them as they are.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Float64Array, Int64Array,
+    RecordBatch, StringArray, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use super::atomic::AtomicFile;
+use super::Metadata;
+use crate::error::{Error, IoContext, Result};
+
+/// Metadata key under which the shape of a list column's rows is recorded.
+pub fn shape_key(column: &str) -> String {
+    format!("shape:{column}")
+}
+
+/// The columns of one batch of rows, built in order.
+#[derive(Default)]
+pub struct Columns {
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+    shapes: Vec<(String, Vec<usize>)>,
+}
+
+impl Columns {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn push(mut self, name: &str, array: ArrayRef) -> Self {
+        self.fields
+            .push(Field::new(name, array.data_type().clone(), false));
+        self.arrays.push(array);
+        self
+    }
+
+    pub fn u32(self, name: &str, values: Vec<u32>) -> Self {
+        self.push(name, Arc::new(UInt32Array::from(values)))
+    }
+
+    pub fn i64(self, name: &str, values: Vec<i64>) -> Self {
+        self.push(name, Arc::new(Int64Array::from(values)))
+    }
+
+    pub fn f32(self, name: &str, values: Vec<f32>) -> Self {
+        self.push(name, Arc::new(Float32Array::from(values)))
+    }
+
+    pub fn f64(self, name: &str, values: Vec<f64>) -> Self {
+        self.push(name, Arc::new(Float64Array::from(values)))
+    }
+
+    pub fn bool(self, name: &str, values: Vec<bool>) -> Self {
+        self.push(name, Arc::new(BooleanArray::from(values)))
+    }
+
+    pub fn string(self, name: &str, values: Vec<String>) -> Self {
+        self.push(name, Arc::new(StringArray::from(values)))
+    }
+
+    /// A `FixedSizeList<Float32>` column: `values` holds the rows one after
+    /// another, each of `shape.iter().product()` floats (an image `[C, H, W]`
+    /// or a feature vector `[D]`). The shape goes into the file's metadata.
+    pub fn f32_list(mut self, name: &str, values: Vec<f32>, shape: &[usize]) -> Self {
+        let width: usize = shape.iter().product();
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let array = FixedSizeListArray::new(
+            item,
+            width as i32,
+            Arc::new(Float32Array::from(values)),
+            None,
+        );
+        self.shapes.push((name.to_string(), shape.to_vec()));
+        self.push(name, Arc::new(array))
+    }
+}
+
+/// A Parquet file being written row group by row group; it appears under its
+/// name only when [`finish`](TableWriter::finish) succeeds.
+pub struct TableWriter {
+    path: PathBuf,
+    file: AtomicFile,
+    writer: Option<ArrowWriter<std::fs::File>>,
+    schema: Option<SchemaRef>,
+    metadata: Metadata,
+}
+
+impl TableWriter {
+    pub fn create(path: &Path, metadata: Metadata) -> Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: AtomicFile::create(path)?,
+            writer: None,
+            schema: None,
+            metadata,
+        })
+    }
+
+    /// Appends a batch of rows. The first batch fixes the schema.
+    pub fn write(&mut self, columns: Columns) -> Result<()> {
+        if self.writer.is_none() {
+            for (name, shape) in &columns.shapes {
+                let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+                self.metadata
+                    .insert(shape_key(name), format!("[{}]", dims.join(", ")));
+            }
+            let schema = Arc::new(Schema::new_with_metadata(
+                columns.fields.clone(),
+                self.metadata.clone(),
+            ));
+            let kv = self
+                .metadata
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .collect();
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(
+                    ZstdLevel::try_new(3).expect("valid level"),
+                ))
+                .set_key_value_metadata(Some(kv))
+                .build();
+            let out = self.file.file().try_clone().at(&self.path)?;
+            let writer = ArrowWriter::try_new(out, schema.clone(), Some(props))
+                .map_err(|e| Error::format(&self.path, format!("cannot write Parquet: {e}")))?;
+            self.writer = Some(writer);
+            self.schema = Some(schema);
+        }
+        let schema = self.schema.clone().expect("set with the writer");
+        let batch = RecordBatch::try_new(schema, columns.arrays).map_err(|e| {
+            Error::format(&self.path, format!("batch does not match the schema: {e}"))
+        })?;
+        self.writer
+            .as_mut()
+            .expect("created above")
+            .write(&batch)
+            .map_err(|e| Error::format(&self.path, format!("cannot write Parquet: {e}")))
+    }
+
+    /// Closes the file and renames it into place.
+    pub fn finish(mut self) -> Result<()> {
+        let writer = self.writer.take().ok_or_else(|| {
+            Error::format(&self.path, "no rows were written (a table needs a schema)")
+        })?;
+        writer
+            .close()
+            .map_err(|e| Error::format(&self.path, format!("cannot finish Parquet: {e}")))?;
+        self.file.commit()
+    }
+}
+
+/// Writes one batch of rows as a whole file.
+pub fn write_table(path: &Path, columns: Columns, metadata: Metadata) -> Result<()> {
+    let mut w = TableWriter::create(path, metadata)?;
+    w.write(columns)?;
+    w.finish()
+}
+
+/// A Parquet file read into memory, with typed, checked column accessors.
+#[derive(Debug)]
+pub struct Table {
+    pub path: PathBuf,
+    pub batch: RecordBatch,
+    pub metadata: Metadata,
+}
+
+impl Table {
+    pub fn read(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).at(path)?;
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::format(path, format!("not a readable Parquet file: {e}"))
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?;
+        let mut metadata: Metadata = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .map(|kv| {
+                kv.iter()
+                    .filter(|kv| kv.key != "ARROW:schema")
+                    .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let schema = builder.schema().clone();
+        for (k, v) in schema.metadata() {
+            metadata.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let reader = builder.build().map_err(|e| bad(&e))?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))?;
+        let batch = arrow::compute::concat_batches(&schema, &batches).map_err(|e| bad(&e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            batch,
+            metadata,
+        })
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    fn column_error(&self, column: &str, expected: String, found: String) -> Error {
+        Error::Column {
+            path: self.path.clone(),
+            column: column.to_string(),
+            expected,
+            found,
+        }
+    }
+
+    /// The column `name`, or an error listing the columns the file has.
+    pub fn column(&self, name: &str) -> Result<&ArrayRef> {
+        self.batch.column_by_name(name).ok_or_else(|| {
+            let have: Vec<_> = self
+                .batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            self.column_error(
+                name,
+                "a column of that name".into(),
+                format!("none (the file has: {})", have.join(", ")),
+            )
+        })
+    }
+
+    fn typed<'a, A: Array + 'static>(&'a self, name: &str, want: DataType) -> Result<&'a A> {
+        let col = self.column(name)?;
+        col.as_any().downcast_ref::<A>().ok_or_else(|| {
+            self.column_error(name, format!("{want}"), format!("{}", col.data_type()))
+        })
+    }
+
+    pub fn u32s(&self, name: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .typed::<UInt32Array>(name, DataType::UInt32)?
+            .values()
+            .to_vec())
+    }
+
+    pub fn i64s(&self, name: &str) -> Result<Vec<i64>> {
+        Ok(self
+            .typed::<Int64Array>(name, DataType::Int64)?
+            .values()
+            .to_vec())
+    }
+
+    pub fn f32s(&self, name: &str) -> Result<Vec<f32>> {
+        Ok(self
+            .typed::<Float32Array>(name, DataType::Float32)?
+            .values()
+            .to_vec())
+    }
+
+    pub fn f64s(&self, name: &str) -> Result<Vec<f64>> {
+        Ok(self
+            .typed::<Float64Array>(name, DataType::Float64)?
+            .values()
+            .to_vec())
+    }
+
+    pub fn bools(&self, name: &str) -> Result<Vec<bool>> {
+        Ok(self
+            .typed::<BooleanArray>(name, DataType::Boolean)?
+            .iter()
+            .map(|b| b.unwrap_or(false))
+            .collect())
+    }
+
+    pub fn strings(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .typed::<StringArray>(name, DataType::Utf8)?
+            .iter()
+            .map(|s| s.unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// A `FixedSizeList<Float32>` column of rows of `width` floats, flattened.
+    pub fn f32_list(&self, name: &str, width: usize) -> Result<Vec<f32>> {
+        let col = self.column(name)?;
+        let expected = format!("FixedSizeList<Float32> of length {width}");
+        let list = match col.as_any().downcast_ref::<FixedSizeListArray>() {
+            Some(l) if l.value_type() == DataType::Float32 => l,
+            _ => return Err(self.column_error(name, expected, format!("{}", col.data_type()))),
+        };
+        if list.value_length() as usize != width {
+            return Err(self.column_error(
+                name,
+                expected,
+                format!("FixedSizeList<Float32> of length {}", list.value_length()),
+            ));
+        }
+        let values = list
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .expect("checked");
+        let start = list.value_offset_at(0);
+        Ok(values.values()[start..start + list.len() * width].to_vec())
+    }
+
+    /// The shape recorded for a list column (`[1, 28, 28]`), if any.
+    pub fn shape_of(&self, column: &str) -> Option<Vec<usize>> {
+        let s = self.metadata.get(&shape_key(column))?;
+        s.trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|d| d.trim().parse().ok())
+            .collect()
+    }
+
+    /// A metadata value that must be present.
+    pub fn meta(&self, key: &str) -> Result<&str> {
+        self.metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| Error::Metadata {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected: "a value".into(),
+                found: "no such key".into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Columns {
+        Columns::new()
+            .u32("index", (0..n as u32).collect())
+            .u32("label", (0..n as u32).map(|i| i % 3).collect())
+            .f32("l2", (0..n).map(|i| i as f32 * 0.5).collect())
+            .bool("success", (0..n).map(|i| i % 2 == 0).collect())
+            .f32_list(
+                "image",
+                (0..n * 4).map(|i| i as f32 / 10.0).collect(),
+                &[1, 2, 2],
+            )
+    }
+
+    fn provenance() -> Metadata {
+        [("kind".to_string(), "adv".to_string())]
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_in_two_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut w = TableWriter::create(&path, provenance()).unwrap();
+        w.write(sample(3)).unwrap();
+        assert!(!path.exists(), "visible only after finish");
+        w.write(sample(2)).unwrap();
+        w.finish().unwrap();
+
+        let t = Table::read(&path).unwrap();
+        assert_eq!(t.num_rows(), 5);
+        assert_eq!(t.u32s("index").unwrap(), vec![0, 1, 2, 0, 1]);
+        assert_eq!(
+            t.bools("success").unwrap(),
+            vec![true, false, true, true, false]
+        );
+        assert_eq!(t.meta("kind").unwrap(), "adv");
+        assert_eq!(t.shape_of("image").unwrap(), vec![1, 2, 2]);
+        let img = t.f32_list("image", 4).unwrap();
+        assert_eq!(img.len(), 20);
+        assert_eq!(&img[12..16], &[0.0, 0.1, 0.2, 0.3]);
+    }
+
+    #[test]
+    fn missing_column_wrong_type_and_wrong_width_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        write_table(&path, sample(2), provenance()).unwrap();
+        let t = Table::read(&path).unwrap();
+
+        let err = t.f32_list("features", 4).unwrap_err().to_string();
+        assert!(err.contains("t.parquet: column `features`"), "{err}");
+        assert!(
+            err.contains("the file has: index, label, l2, success, image"),
+            "{err}"
+        );
+
+        let err = t.f32_list("image", 784).unwrap_err().to_string();
+        assert!(
+            err.contains("expected FixedSizeList<Float32> of length 784, found FixedSizeList<Float32> of length 4"),
+            "{err}"
+        );
+
+        let err = t.f32s("label").unwrap_err().to_string();
+        assert!(
+            err.contains("column `label`: expected Float32, found UInt32"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn not_parquet_is_a_format_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        std::fs::write(&path, b"PAR1 but nothing else").unwrap();
+        let err = Table::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("x.parquet: not a readable Parquet file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut w = TableWriter::create(&path, provenance()).unwrap();
+        w.write(sample(2)).unwrap();
+        // A second batch with a different schema is refused ...
+        assert!(w.write(Columns::new().u32("index", vec![1])).is_err());
+        drop(w);
+        // ... and the abandoned writer leaves nothing behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

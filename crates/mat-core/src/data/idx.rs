@@ -1,0 +1,224 @@
+//! IDX files (MNIST, Fashion-MNIST): header checks with precise messages,
+//! then loading through `candle_datasets::vision::mnist::load_dir`.
+
+use std::io::Read;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+
+use super::{Dataset, Split};
+use crate::error::{Error, IoContext, Result};
+
+pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+pub const LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// Checks an IDX file's magic, dimensions and length; returns its item count.
+///
+/// candle-datasets reports a bad magic without the file name and a short
+/// file as "failed to fill whole buffer"; this says which file and why.
+pub fn check_idx(path: &Path, magic: u32, image_hw: Option<(usize, usize)>) -> Result<usize> {
+    let mut f = std::fs::File::open(path).at(path)?;
+    let len = f.metadata().at(path)?.len();
+    let header_len = if image_hw.is_some() { 16 } else { 8 };
+    let mut header = Vec::with_capacity(header_len);
+    (&mut f)
+        .take(header_len as u64)
+        .read_to_end(&mut header)
+        .at(path)?;
+    let kind = if image_hw.is_some() {
+        "images"
+    } else {
+        "labels"
+    };
+    let truncated_header = || {
+        Error::format(
+            path,
+            format!("truncated IDX file: {len} bytes, shorter than its {header_len}-byte header"),
+        )
+    };
+    if header.len() < 4 {
+        return Err(truncated_header());
+    }
+    let word = |i: usize| u32::from_be_bytes(header[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    // The magic first: a wrong file type is the likelier mistake than a cut one.
+    if word(0) != magic {
+        return Err(Error::format(
+            path,
+            format!(
+                "wrong IDX magic number: expected {magic:#010x} ({kind}), found {:#010x}",
+                word(0)
+            ),
+        ));
+    }
+    if header.len() < header_len {
+        return Err(truncated_header());
+    }
+    let count = word(1) as usize;
+    let item = match image_hw {
+        Some((h, w)) => {
+            let (rows, cols) = (word(2) as usize, word(3) as usize);
+            if (rows, cols) != (h, w) {
+                return Err(Error::format(
+                    path,
+                    format!("expected {h}x{w} images, found {rows}x{cols}"),
+                ));
+            }
+            rows * cols
+        }
+        None => 1,
+    };
+    let want = (header_len + count * item) as u64;
+    if len != want {
+        let what = if len < want {
+            "truncated IDX file"
+        } else {
+            "IDX file longer than its header says"
+        };
+        return Err(Error::format(
+            path,
+            format!("{what}: header says {count} {kind} ({want} bytes), file has {len} bytes"),
+        ));
+    }
+    Ok(count)
+}
+
+/// Loads the four unpacked IDX files in `dir` as `(N, 1, H, W)` images.
+pub fn load_idx_dir(
+    dir: &Path,
+    name: &str,
+    image_shape: [usize; 3],
+    class_names: &[String],
+) -> Result<Dataset> {
+    let [_, h, w] = image_shape;
+    let mut counts = Vec::new();
+    for (file, images) in [
+        ("train-images-idx3-ubyte", true),
+        ("train-labels-idx1-ubyte", false),
+        ("t10k-images-idx3-ubyte", true),
+        ("t10k-labels-idx1-ubyte", false),
+    ] {
+        let (magic, hw) = if images {
+            (IMAGES_MAGIC, Some((h, w)))
+        } else {
+            (LABELS_MAGIC, None)
+        };
+        counts.push(check_idx(&dir.join(file), magic, hw)?);
+    }
+    for (split, imgs, labels) in [
+        ("train", counts[0], counts[1]),
+        ("t10k", counts[2], counts[3]),
+    ] {
+        if imgs != labels {
+            return Err(Error::format(
+                dir.join(format!("{split}-labels-idx1-ubyte")),
+                format!("{labels} labels for {imgs} images in {split}-images-idx3-ubyte"),
+            ));
+        }
+    }
+    let ds = candle_datasets::vision::mnist::load_dir(dir).map_err(|e| {
+        Error::format(
+            dir,
+            format!("candle-datasets could not load the IDX files: {e}"),
+        )
+    })?;
+    let split = |images: Tensor, labels: Tensor| -> Result<Split> {
+        let n = images.dim(0)?;
+        Split::new(images.reshape((n, 1, h, w))?, labels.to_dtype(DType::U32)?)
+    };
+    Dataset::new(
+        name,
+        split(ds.train_images, ds.train_labels)?,
+        split(ds.test_images, ds.test_labels)?,
+        class_names.to_vec(),
+        dir,
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Writes a valid IDX images file of `n` `h`x`w` images.
+    pub(crate) fn write_images(path: &Path, pixels: &[u8], n: usize, h: usize, w: usize) {
+        let mut b = Vec::new();
+        for v in [IMAGES_MAGIC, n as u32, h as u32, w as u32] {
+            b.extend(v.to_be_bytes());
+        }
+        b.extend(pixels);
+        std::fs::write(path, b).unwrap();
+    }
+
+    pub(crate) fn write_labels(path: &Path, labels: &[u8]) {
+        let mut b = Vec::new();
+        for v in [LABELS_MAGIC, labels.len() as u32] {
+            b.extend(v.to_be_bytes());
+        }
+        b.extend(labels);
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn wrong_magic_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train-images-idx3-ubyte");
+        write_labels(&p, &[1, 2, 3]);
+        let err = check_idx(&p, IMAGES_MAGIC, Some((28, 28)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train-images-idx3-ubyte: wrong IDX magic number: expected 0x00000803 (images), found 0x00000801"), "{err}");
+    }
+
+    #[test]
+    fn truncated_file_is_named_with_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("imgs");
+        write_images(&p, &vec![0u8; 2 * 784 - 5], 2, 28, 28);
+        let err = check_idx(&p, IMAGES_MAGIC, Some((28, 28)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "truncated IDX file: header says 2 images (1584 bytes), file has 1579 bytes"
+            ),
+            "{err}"
+        );
+        std::fs::write(&p, [0u8, 0, 8]).unwrap();
+        let err = check_idx(&p, IMAGES_MAGIC, Some((28, 28)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shorter than its 16-byte header"), "{err}");
+    }
+
+    #[test]
+    fn loads_through_candle_datasets_as_nchw() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let px: Vec<u8> = (0..3 * 4).map(|i| (i * 20) as u8).collect();
+        write_images(&d.join("train-images-idx3-ubyte"), &px, 3, 2, 2);
+        write_labels(&d.join("train-labels-idx1-ubyte"), &[0, 1, 1]);
+        write_images(&d.join("t10k-images-idx3-ubyte"), &px[..4], 1, 2, 2);
+        write_labels(&d.join("t10k-labels-idx1-ubyte"), &[1]);
+        let names = vec!["a".to_string(), "b".to_string()];
+        let ds = load_idx_dir(d, "tiny", [1, 2, 2], &names).unwrap();
+        assert_eq!(ds.train.images.dims(), &[3, 1, 2, 2]);
+        assert_eq!(ds.train.labels.to_vec1::<u32>().unwrap(), vec![0, 1, 1]);
+        let v = ds
+            .train
+            .images
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!((v[1] - 20.0 / 255.0).abs() < 1e-6);
+
+        // A label outside the class list is refused.
+        write_labels(&d.join("t10k-labels-idx1-ubyte"), &[5]);
+        let err = load_idx_dir(d, "tiny", [1, 2, 2], &names)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test label 5 at index 0 is out of range for 2 classes"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The library behind the `mat` stage binaries: devices, seeded randomness,
+//! datasets and the artifact contract (safetensors and Parquet).
+//!
+//! Reproduces and stress-tests "Manifold-aware Training: Increase Adversarial
+//! Robustness with Feature Clustering" (MAT, ICLR 2021 submission).
+
+pub mod artifact;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod rng;
+
+pub use device::DeviceSpec;
+pub use error::{Error, Result};
+pub use rng::SeededRng;
