@@ -1,0 +1,37 @@
+# mat: reproduce and stress-test Manifold-Aware Training.
+# Every recipe builds with `--release`: tests and binaries share one optimised
+# profile, so the dependency tree is compiled once.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Everything CI runs: formatting, lints with warnings denied, all tests.
+test: fmt-check lint
+    cargo test --release --workspace
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Check formatting without changing files.
+fmt-check:
+    cargo fmt --all --check
+
+# Clippy over every target, warnings are errors.
+lint:
+    cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Fetch a dataset into data/cache/ (official URLs, or `just data NAME --from DIR`).
+data NAME *ARGS:
+    cargo run --release --quiet -- data fetch {{NAME}} {{ARGS}}
+
+# Show which datasets are present.
+datasets:
+    cargo run --release --quiet -- data list
+
+# Print an artifact's schema, metadata and summary.
+inspect FILE:
+    cargo run --release --quiet -- inspect {{FILE}}
