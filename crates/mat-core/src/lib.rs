@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod kernels;
 pub mod rng;
 
 pub use device::DeviceSpec;
