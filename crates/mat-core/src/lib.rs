@@ -9,6 +9,9 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod kernels;
+pub mod models;
+pub mod nn;
+pub mod optim;
 pub mod rng;
 
 pub use device::DeviceSpec;

@@ -1,0 +1,238 @@
+//! Max-pooling with window = stride (floor mode), as `nn.MaxPool2d(k, k)`.
+//!
+//! The backward pass sends each output gradient to the first maximum of its
+//! window, as PyTorch does. candle's own backward (an upsample, a comparison
+//! and an average pool) divides every gradient by the window area (measured
+//! on candle 0.11: exactly 1/4 of PyTorch's for 2x2 windows) and splits it
+//! among tied maxima.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::f32_slice;
+
+#[derive(Clone, Copy)]
+struct Pool {
+    k: usize,
+}
+
+impl Pool {
+    fn dims(&self, l: &Layout) -> candle_core::Result<(usize, usize, usize, usize, usize)> {
+        let &[n, c, h, w] = l.dims() else {
+            candle_core::bail!("max_pool2d: expected (N, C, H, W), got {:?}", l.dims())
+        };
+        if self.k == 0 || h < self.k || w < self.k {
+            candle_core::bail!("max_pool2d: window {} does not fit a {h}x{w} input", self.k)
+        }
+        Ok((n * c, h, w, h / self.k, w / self.k))
+    }
+
+    /// Index (within the plane) of the first maximum of window (oy, ox);
+    /// a NaN wins, as in PyTorch.
+    #[inline]
+    fn argmax(&self, plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {
+        let mut best = oy * self.k * w + ox * self.k;
+        let mut val = plane[best];
+        for i in 0..self.k {
+            let row = (oy * self.k + i) * w + ox * self.k;
+            for (j, &v) in plane[row..row + self.k].iter().enumerate() {
+                if v > val || v.is_nan() && !val.is_nan() {
+                    val = v;
+                    best = row + j;
+                }
+            }
+        }
+        best
+    }
+}
+
+impl CustomOp1 for Pool {
+    fn name(&self) -> &'static str {
+        "mat-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (planes, h, w, oh, ow) = self.dims(l)?;
+        let x = f32_slice(s, l, "max_pool2d input")?;
+        let mut y = vec![0f32; planes * oh * ow];
+        y.par_chunks_mut(oh * ow)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(y, x)| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        y[oy * ow + ox] = x[self.argmax(x, w, oy, ox)];
+                    }
+                }
+            });
+        let d = l.dims();
+        Ok((CpuStorage::F32(y), Shape::from((d[0], d[1], oh, ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            x.apply_op2_no_bwd(&dy.contiguous()?, &PoolBwd(*self))?,
+        ))
+    }
+}
+
+struct PoolBwd(Pool);
+
+impl CustomOp2 for PoolBwd {
+    fn name(&self) -> &'static str {
+        "mat-max-pool2d-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (planes, h, w, oh, ow) = self.0.dims(l1)?;
+        let (x, dy) = (
+            f32_slice(s1, l1, "max_pool2d input")?,
+            f32_slice(s2, l2, "max_pool2d gradient")?,
+        );
+        if dy.len() != planes * oh * ow {
+            candle_core::bail!(
+                "max_pool2d backward: {} gradients for {} outputs",
+                dy.len(),
+                planes * oh * ow
+            )
+        }
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
+            .for_each(|(dx, (x, dy))| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        dx[self.0.argmax(x, w, oy, ox)] += dy[oy * ow + ox];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// `nn.MaxPool2d(k, k)` on `(N, C, H, W)`, differentiable.
+pub fn max_pool2d(x: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(Pool { k })
+    } else {
+        x.max_pool2d(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SeededRng;
+    use candle_core::{Device, Var};
+
+    /// Forward equals candle's. The backward is checked by central
+    /// differences on an input whose values are 0.01 apart, so a step of
+    /// 1e-3 never changes which element is a window's maximum. (candle's own
+    /// backward differs: it divides every gradient by the window area.)
+    #[test]
+    fn forward_equals_candle_and_gradient_equals_finite_differences() {
+        let d = Device::Cpu;
+        let shape = (2, 3, 8, 6);
+        let n = 2 * 3 * 8 * 6;
+        let xv: Vec<f32> = SeededRng::new(1)
+            .permutation(n)
+            .into_iter()
+            .map(|i| i as f32 / 100.0)
+            .collect();
+        let x = Var::from_slice(&xv, shape, &d).unwrap();
+        let ours = max_pool2d(&x, 2).unwrap();
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v(&ours) == v(&x.max_pool2d(2).unwrap()), "forward differs");
+        let r = SeededRng::new(2)
+            .normal(ours.shape(), 0.0, 1.0, &d)
+            .unwrap();
+        let g = v((ours * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(&x)
+            .unwrap());
+        let loss = |xs: &[f32]| -> f64 {
+            let y = max_pool2d(&Tensor::from_slice(xs, shape, &d).unwrap(), 2).unwrap();
+            (y * &r)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let h = 1e-3f32;
+        for i in 0..n {
+            let (mut a, mut b) = (xv.clone(), xv.clone());
+            a[i] += h;
+            b[i] -= h;
+            let fd = ((loss(&a) - loss(&b)) / (2.0 * h as f64)) as f32;
+            assert!(
+                (fd - g[i]).abs() < 1e-3,
+                "element {i}: autograd {} vs fd {fd}",
+                g[i]
+            );
+        }
+    }
+
+    /// A 3x5 input with window 2: the last row and column are dropped
+    /// (floor mode) and get no gradient; each window's maximum gets its
+    /// output's gradient.
+    #[test]
+    fn odd_sizes_floor_and_route_to_the_maximum() {
+        #[rustfmt::skip]
+        let x = Var::new(&[[[[1f32, 5., 2., 0., 9.],
+                              [3., 4., 8., 1., 9.],
+                              [9., 9., 9., 9., 9.]]]], &Device::Cpu).unwrap();
+        let y = max_pool2d(&x, 2).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![5.0, 8.0]
+        );
+        let r = Tensor::new(&[[[[10f32, 20.]]]], &Device::Cpu).unwrap();
+        let g = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = g
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        #[rustfmt::skip]
+        let want = vec![0., 10., 0., 0., 0.,
+                        0., 0., 20., 0., 0.,
+                        0., 0., 0., 0., 0.];
+        assert_eq!(gx, want);
+    }
+
+    /// PyTorch: x = torch.ones(1, 1, 2, 2, requires_grad=True)
+    ///          F.max_pool2d(x, 2).sum().backward(); x.grad
+    ///          -> tensor([[[[1., 0.], [0., 0.]]]])
+    #[test]
+    fn ties_send_the_gradient_to_the_first_maximum_as_pytorch() {
+        let x = Var::ones((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
+        let g = max_pool2d(&x, 2)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gx = g
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(gx, vec![1.0, 0.0, 0.0, 0.0]);
+    }
+}

@@ -1,0 +1,100 @@
+//! SmallCNN, the MNIST network of TRADES (Zhang et al., 2019), with the
+//! reference implementation's parameter names and initialisation, so a saved
+//! file loads into its PyTorch module with `load_state_dict(strict=True)`.
+//!
+//! `[N,1,28,28]` → conv3 32, ReLU → conv3 32, ReLU → maxpool 2 → conv3 64,
+//! ReLU → conv3 64, ReLU → maxpool 2 → `[N,1024]` → fc 200, ReLU, dropout →
+//! fc 200, ReLU → fc `out_dim`.
+
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use crate::kernels::{max_pool2d, relu};
+use crate::nn::{conv2d, linear, params::KAIMING_NORMAL, Conv2d, Conv2dParams, Dropout};
+
+#[derive(Debug)]
+pub struct SmallCnn {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    conv3: Conv2d,
+    conv4: Conv2d,
+    fc1: Linear,
+    drop: Dropout,
+    fc2: Linear,
+    fc3: Linear,
+}
+
+/// Builds SmallCNN whose last layer has `out_dim` outputs (10 logits, or a
+/// D-dimensional feature layer for MAT and MMC). `seed` drives dropout.
+pub fn small_cnn(out_dim: usize, seed: u64, vb: VarBuilder) -> candle_core::Result<SmallCnn> {
+    let fe = vb.pp("feature_extractor");
+    let cl = vb.pp("classifier");
+    let p = Conv2dParams::default();
+    // TRADES: kaiming_normal_ conv weights, zero conv biases, zero fc3;
+    // fc1 and fc2 keep PyTorch's default.
+    let conv = |i, o, name| conv2d(i, o, 3, p, Some(KAIMING_NORMAL), fe.pp(name));
+    Ok(SmallCnn {
+        conv1: conv(1, 32, "conv1")?,
+        conv2: conv(32, 32, "conv2")?,
+        conv3: conv(32, 64, "conv3")?,
+        conv4: conv(64, 64, "conv4")?,
+        fc1: linear(64 * 4 * 4, 200, None, cl.pp("fc1"))?,
+        drop: Dropout::new(0.5, seed),
+        fc2: linear(200, 200, None, cl.pp("fc2"))?,
+        fc3: linear(200, out_dim, Some(Init::Const(0.0)), cl.pp("fc3"))?,
+    })
+}
+
+impl SmallCnn {
+    /// The 200-d activations before the last layer (the "penultimate layer"
+    /// features used for models without centers).
+    pub fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let xs = relu(&self.conv1.forward(xs)?)?; // [N, 32, 26, 26]
+        let xs = max_pool2d(&relu(&self.conv2.forward(&xs)?)?, 2)?; // [N, 32, 12, 12]
+        let xs = relu(&self.conv3.forward(&xs)?)?; // [N, 64, 10, 10]
+        let xs = max_pool2d(&relu(&self.conv4.forward(&xs)?)?, 2)?; // [N, 64, 4, 4]
+        let xs = xs.flatten_from(1)?; // [N, 1024]
+        let xs = relu(&self.fc1.forward(&xs)?)?;
+        let xs = self.drop.forward_t(&xs, train)?;
+        relu(&self.fc2.forward(&xs)?) // [N, 200]
+    }
+}
+
+impl ModuleT for SmallCnn {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.fc3.forward(&self.penultimate_t(xs, train)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::ParamStore;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn shapes_and_pytorch_names() {
+        let store = ParamStore::new(0);
+        let m = small_cnn(10, 0, store.var_builder(&Device::Cpu)).unwrap();
+        let x = Tensor::zeros((3, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(m.forward_t(&x, false).unwrap().dims(), &[3, 10]);
+        let names: Vec<String> = store.vars().into_iter().map(|(n, _)| n).collect();
+        let want = [
+            "classifier.fc1.bias",
+            "classifier.fc1.weight",
+            "classifier.fc2.bias",
+            "classifier.fc2.weight",
+            "classifier.fc3.bias",
+            "classifier.fc3.weight",
+            "feature_extractor.conv1.bias",
+            "feature_extractor.conv1.weight",
+            "feature_extractor.conv2.bias",
+            "feature_extractor.conv2.weight",
+            "feature_extractor.conv3.bias",
+            "feature_extractor.conv3.weight",
+            "feature_extractor.conv4.bias",
+            "feature_extractor.conv4.weight",
+        ];
+        assert_eq!(names, want);
+    }
+}

@@ -1,0 +1,5 @@
+//! Optimisers.
+
+pub mod sgd;
+
+pub use sgd::{Sgd, SgdConfig};
