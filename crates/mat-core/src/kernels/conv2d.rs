@@ -143,7 +143,10 @@ fn for_each_segment(g: &Geom, mut f: impl FnMut(usize, usize, usize)) {
 
 /// Fills `cols` (`[K, P]`) from one image `x` (`[C, H, W]`).
 fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
-    cols.fill(0.0);
+    // Without padding every entry is written below; with it the holes must be 0.
+    if g.pad > 0 {
+        cols.fill(0.0);
+    }
     let s = g.stride;
     for_each_segment(g, |dst, src, len| {
         if s == 1 {
@@ -178,7 +181,13 @@ fn chunk(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads() * 2).max(1)
 }
 
-struct Conv2dOp(Conv2dParams);
+struct Conv2dOp {
+    params: Conv2dParams,
+    /// Apply ReLU to the output in the same op: one graph node less on the
+    /// largest activations, and candle seeds every node's gradient with a
+    /// zero tensor of its size.
+    relu: bool,
+}
 
 impl CustomOp3 for Conv2dOp {
     fn name(&self) -> &'static str {
@@ -194,7 +203,7 @@ impl CustomOp3 for Conv2dOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self.0)?;
+        let g = Geom::new(l1.dims(), l2.dims(), self.params)?;
         let (x, w, b) = (
             f32_slice(s1, l1, "input")?,
             f32_slice(s2, l2, "weight")?,
@@ -217,6 +226,9 @@ impl CustomOp3 for Conv2dOp {
                     }
                     im2col(&g, x_n, &mut cols);
                     sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(&cols, p), y_n, true);
+                    if self.relu {
+                        y_n.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
                 }
             });
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))))
@@ -227,16 +239,22 @@ impl CustomOp3 for Conv2dOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Through the fused ReLU first: y > 0 exactly where the pre-activation is.
+        let dy = if self.relu {
+            super::relu::relu_backward(y, dy)?
+        } else {
+            dy.contiguous()?
+        };
         let op = Conv2dBwd {
-            params: self.0,
+            params: self.params,
             want_dx: x.track_op(),
             want_dw: w.track_op(),
             want_db: b.track_op(),
         };
-        let flat = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
+        let flat = x.apply_op3_no_bwd(w, &dy, &op)?;
         let mut at = 0;
         let mut take = |want: bool, like: &Tensor| -> candle_core::Result<Option<Tensor>> {
             if !want {
@@ -394,23 +412,44 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     params: Conv2dParams,
 ) -> candle_core::Result<Tensor> {
+    conv2d_act(x, w, bias, params, false)
+}
+
+/// `relu(conv2d(x, w, bias))` as one differentiable op on the CPU.
+pub fn conv2d_relu(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+) -> candle_core::Result<Tensor> {
+    conv2d_act(x, w, bias, params, true)
+}
+
+fn conv2d_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+    relu: bool,
+) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
-        let zeros;
         let b = match bias {
             Some(b) => b.contiguous()?,
-            None => {
-                // An untracked zero bias: its gradient is never computed.
-                zeros = Tensor::zeros(w.dim(0)?, DType::F32, w.device())?;
-                zeros.clone()
-            }
+            // An untracked zero bias: its gradient is never computed.
+            None => Tensor::zeros(w.dim(0)?, DType::F32, w.device())?,
         };
         x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b, Conv2dOp(params))
+            .apply_op3(&w.contiguous()?, &b, Conv2dOp { params, relu })
     } else {
         let y = x.conv2d(w, params.padding, params.stride, 1, 1)?;
-        match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-            None => Ok(y),
+        let y = match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+            None => y,
+        };
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
         }
     }
 }
@@ -659,6 +698,43 @@ mod tests {
                 })
                 .collect();
             rel_close(&gb, &fb, 1e-4, &format!("db vs fd {p:?}"));
+        }
+    }
+
+    /// The fused op equals conv2d followed by the ReLU kernel, values and
+    /// all three gradients.
+    #[test]
+    fn fused_relu_equals_conv_then_relu() {
+        let d = Device::Cpu;
+        let mut rng = SeededRng::new(5);
+        for case in cases() {
+            let Case {
+                n,
+                c,
+                h,
+                w,
+                oc,
+                kh,
+                kw,
+                p,
+            } = case;
+            let x = Var::from_tensor(&rng.normal((n, c, h, w), 0.0, 1.0, &d).unwrap()).unwrap();
+            let wt = Var::from_tensor(&rng.normal((oc, c, kh, kw), 0.0, 1.0, &d).unwrap()).unwrap();
+            let b = Var::from_tensor(&rng.normal(oc, 0.0, 1.0, &d).unwrap()).unwrap();
+            let fused = conv2d_relu(&x, &wt, Some(&b), p).unwrap();
+            let apart = crate::kernels::relu(&conv2d(&x, &wt, Some(&b), p).unwrap()).unwrap();
+            assert_eq!(flat(&fused), flat(&apart));
+            let r = rng.normal(fused.shape(), 0.0, 1.0, &d).unwrap();
+            let g1 = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (apart * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (v, what) in [(&x, "dx"), (&wt, "dw"), (&b, "db")] {
+                rel_close(
+                    &flat(g1.get(v).unwrap()),
+                    &flat(g2.get(v).unwrap()),
+                    1e-6,
+                    what,
+                );
+            }
         }
     }
 

@@ -10,7 +10,7 @@ pub mod relu;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout};
 
-pub use conv2d::conv2d;
+pub use conv2d::{conv2d, conv2d_relu};
 pub use max_pool::max_pool2d;
 pub use relu::relu;
 

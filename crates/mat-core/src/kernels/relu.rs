@@ -30,7 +30,7 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &ReluBwd)?))
+        Ok(Some(relu_backward(y, dy)?))
     }
 }
 
@@ -65,6 +65,12 @@ impl CustomOp2 for ReluBwd {
             });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
+}
+
+/// `dY · [Y > 0]` from a ReLU's output and its gradient (not differentiable).
+pub(crate) fn relu_backward(y: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
+    y.contiguous()?
+        .apply_op2_no_bwd(&dy.contiguous()?, &ReluBwd)
 }
 
 /// `max(x, 0)`, differentiable; the gradient at 0 is 0, as in PyTorch.

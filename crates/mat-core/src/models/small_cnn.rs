@@ -49,10 +49,10 @@ impl SmallCnn {
     /// The 200-d activations before the last layer (the "penultimate layer"
     /// features used for models without centers).
     pub fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let xs = relu(&self.conv1.forward(xs)?)?; // [N, 32, 26, 26]
-        let xs = max_pool2d(&relu(&self.conv2.forward(&xs)?)?, 2)?; // [N, 32, 12, 12]
-        let xs = relu(&self.conv3.forward(&xs)?)?; // [N, 64, 10, 10]
-        let xs = max_pool2d(&relu(&self.conv4.forward(&xs)?)?, 2)?; // [N, 64, 4, 4]
+        let xs = self.conv1.forward_relu(xs)?; // [N, 32, 26, 26]
+        let xs = max_pool2d(&self.conv2.forward_relu(&xs)?, 2)?; // [N, 32, 12, 12]
+        let xs = self.conv3.forward_relu(&xs)?; // [N, 64, 10, 10]
+        let xs = max_pool2d(&self.conv4.forward_relu(&xs)?, 2)?; // [N, 64, 4, 4]
         let xs = xs.flatten_from(1)?; // [N, 1024]
         let xs = relu(&self.fc1.forward(&xs)?)?;
         let xs = self.drop.forward_t(&xs, train)?;

@@ -29,6 +29,13 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `relu(self.forward(xs))` as one op (see [`crate::kernels::conv2d_relu`]).
+    pub fn forward_relu(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        crate::kernels::conv2d_relu(xs, &self.weight, self.bias.as_ref(), self.params)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         crate::kernels::conv2d::conv2d(xs, &self.weight, self.bias.as_ref(), self.params)
