@@ -35,3 +35,9 @@ datasets:
 # Print an artifact's schema, metadata and summary.
 inspect FILE:
     cargo run --release --quiet -- inspect {{FILE}}
+
+# Throughput of mat beside PyTorch CPU on the same data and thread count;
+# prints a table and writes BENCHMARKS.md. Installs PyTorch from PyPI if missing.
+bench threads="2" runs="3":
+    python3 -c "import torch, numpy" 2>/dev/null || python3 -m pip install --quiet torch numpy
+    RAYON_NUM_THREADS={{threads}} cargo bench -p mat-core --bench throughput -- --runs {{runs}}

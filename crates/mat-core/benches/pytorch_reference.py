@@ -1,0 +1,140 @@
+"""PyTorch CPU reference for `just bench`: the same SmallCNN (TRADES'
+definition), data, batch sizes and thread count as the Rust side. Prints one
+JSON object on stdout."""
+
+import argparse
+import gzip
+import json
+import statistics
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        act = nn.ReLU(True)
+        self.feature_extractor = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(1, 32, 3)), ("relu1", act),
+            ("conv2", nn.Conv2d(32, 32, 3)), ("relu2", act),
+            ("maxpool1", nn.MaxPool2d(2, 2)),
+            ("conv3", nn.Conv2d(32, 64, 3)), ("relu3", act),
+            ("conv4", nn.Conv2d(64, 64, 3)), ("relu4", act),
+            ("maxpool2", nn.MaxPool2d(2, 2)),
+        ]))
+        self.classifier = nn.Sequential(OrderedDict([
+            ("fc1", nn.Linear(1024, 200)), ("relu1", act), ("drop", nn.Dropout(0.5)),
+            ("fc2", nn.Linear(200, 200)), ("relu2", act),
+            ("fc3", nn.Linear(200, 10)),
+        ]))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+                nn.init.constant_(m.bias, 0)
+        nn.init.constant_(self.classifier.fc3.weight, 0)
+        nn.init.constant_(self.classifier.fc3.bias, 0)
+
+    def forward(self, x):
+        return self.classifier(self.feature_extractor(x).view(-1, 1024))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def train_epoch(model, x, y, batch, seed):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=g)
+    for i in range(0, len(x), batch):
+        idx = order[i:i + batch]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+
+
+def pgd(model, x, y, eps, step, steps):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + step * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return x_adv
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True, help="folder with the four MNIST IDX files")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pgd-images", type=int, default=1024)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    d = Path(args.data)
+    x = torch.from_numpy(read_idx(d / "train-images-idx3-ubyte").astype(np.float32) / 255.0).unsqueeze(1)
+    y = torch.from_numpy(read_idx(d / "train-labels-idx1-ubyte").astype(np.int64))
+    xt = torch.from_numpy(read_idx(d / "t10k-images-idx3-ubyte").astype(np.float32) / 255.0).unsqueeze(1)
+    yt = torch.from_numpy(read_idx(d / "t10k-labels-idx1-ubyte").astype(np.int64))
+
+    train_s = []
+    model = None
+    for r in range(args.runs):
+        model = SmallCNN()
+        t = time.perf_counter()
+        train_epoch(model, x, y, 128, r)
+        train_s.append(time.perf_counter() - t)
+
+    n = args.pgd_images
+    xp, yp = xt[:n], yt[:n]
+    pgd_s = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        for i in range(0, n, 256):
+            pgd(model, xp[i:i + 256], yp[i:i + 256], 0.3, 0.01, 40)
+        pgd_s.append(time.perf_counter() - t)
+
+    a = np.random.rand(1024, 1024).astype(np.float32)
+    b = np.random.rand(1024, 1024).astype(np.float32)
+    a @ b
+    g = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        g.append(2 * 1024 ** 3 * 10 / (time.perf_counter() - t) / 1e9)
+
+    print(json.dumps({
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "threads": torch.get_num_threads(),
+        "train_images": len(x),
+        "train_seconds": train_s,
+        "pgd_images": n,
+        "pgd_seconds": pgd_s,
+        "numpy_gemm_gflops": statistics.median(g),
+    }))
+
+
+if __name__ == "__main__":
+    main()
