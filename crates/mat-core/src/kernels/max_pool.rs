@@ -31,12 +31,23 @@ impl Pool {
     /// a NaN wins, as in PyTorch.
     #[inline]
     fn argmax(&self, plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {
+        if self.k == 2 {
+            // The network's only window size, unrolled: four loads, three compares.
+            let i0 = 2 * oy * w + 2 * ox;
+            let mut best = i0;
+            for i in [i0 + 1, i0 + w, i0 + w + 1] {
+                if beats(plane[i], plane[best]) {
+                    best = i;
+                }
+            }
+            return best;
+        }
         let mut best = oy * self.k * w + ox * self.k;
         let mut val = plane[best];
         for i in 0..self.k {
             let row = (oy * self.k + i) * w + ox * self.k;
             for (j, &v) in plane[row..row + self.k].iter().enumerate() {
-                if v > val || v.is_nan() && !val.is_nan() {
+                if beats(v, val) {
                     val = v;
                     best = row + j;
                 }
@@ -44,6 +55,12 @@ impl Pool {
         }
         best
     }
+}
+
+/// `v` replaces the running maximum `best`: larger, or the first NaN.
+#[inline(always)]
+fn beats(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
 }
 
 impl CustomOp1 for Pool {
