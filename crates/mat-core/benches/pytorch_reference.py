@@ -44,6 +44,62 @@ class SmallCNN(nn.Module):
         return self.classifier(self.feature_extractor(x).view(-1, 1024))
 
 
+class BasicBlock(nn.Module):
+    """TRADES' pre-activation block (crates/mat-core/src/models/wide_resnet.rs)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None if cin == cout else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x):
+        o = F.relu(self.bn1(x))
+        out = self.conv2(F.relu(self.bn2(self.conv1(o))))
+        return (x if self.shortcut is None else self.shortcut(o)) + out
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth=16, widen=4, num_classes=10):
+        super().__init__()
+        n = (depth - 4) // 6
+        ch = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv1 = nn.Conv2d(3, ch[0], 3, 1, 1, bias=False)
+        layers = []
+        for g, stride in [(1, 1), (2, 2), (3, 2)]:
+            for b in range(n):
+                layers.append(BasicBlock(ch[g - 1] if b == 0 else ch[g], ch[g], stride if b == 0 else 1))
+        self.blocks = nn.Sequential(*layers)
+        self.bn1 = nn.BatchNorm2d(ch[3])
+        self.fc = nn.Linear(ch[3], num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.blocks(self.conv1(x))))
+        return self.fc(F.avg_pool2d(out, 8).flatten(1))
+
+
+def wrn_steps(steps, seed):
+    torch.manual_seed(seed)
+    model = WideResNet()
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+    x = torch.rand(128, 3, 32, 32)
+    y = torch.randint(0, 10, (128,))
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - t
+
+
 def read_idx(path: Path) -> np.ndarray:
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
@@ -114,6 +170,8 @@ def main():
             pgd(model, xp[i:i + 256], yp[i:i + 256], 0.3, 0.01, 40)
         pgd_s.append(time.perf_counter() - t)
 
+    wrn_s = [wrn_steps(3, r) for r in range(args.runs)]
+
     a = np.random.rand(1024, 1024).astype(np.float32)
     b = np.random.rand(1024, 1024).astype(np.float32)
     a @ b
@@ -132,6 +190,7 @@ def main():
         "train_seconds": train_s,
         "pgd_images": n,
         "pgd_seconds": pgd_s,
+        "wrn_seconds": wrn_s,
         "numpy_gemm_gflops": statistics.median(g),
     }))
 

@@ -7,6 +7,8 @@
 //!   images, batch 128, SGD lr 0.01 momentum 0.9;
 //! - PGD-40 (eps 0.3, step 0.01, random start) on 1,024 test images, batch
 //!   256, eval mode, weights frozen;
+//! - a WRN-16-4 training step on CIFAR-shaped inputs (batch 128, random
+//!   data; SGD lr 0.1, momentum 0.9, weight decay 2e-4), 3 steps per run;
 //! - peak resident memory of a 5-epoch training run (a child process);
 //! - the f32 GEMM rate of the `gemm` crate (1024³), which bounds both.
 
@@ -20,7 +22,7 @@ use candle_core::{DType, Device, ModuleT, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use mat_core::data::{self, DataDir, Split};
 use mat_core::kernels::gemm::{sgemm, Mat};
-use mat_core::models::{small_cnn, SmallCnn};
+use mat_core::models::{small_cnn, wide_resnet, SmallCnn};
 use mat_core::nn::ParamStore;
 use mat_core::optim::{Sgd, SgdConfig};
 use mat_core::SeededRng;
@@ -39,6 +41,56 @@ const SMALLCNN_FWD_FLOPS: f64 = 2.0
         + 1024 * 200
         + 200 * 200
         + 200 * 10) as f64;
+
+/// FLOPs of one WRN-`depth`-`widen` forward pass on one 3x32x32 image.
+fn wrn_fwd_flops(depth: usize, widen: usize) -> f64 {
+    let n = (depth - 4) / 6;
+    let conv = |hw: usize, i: usize, o: usize, k: usize| 2.0 * (hw * hw * o * i * k * k) as f64;
+    let ch = [16, 16 * widen, 32 * widen, 64 * widen];
+    let mut f = conv(32, 3, ch[0], 3);
+    for (g, hw) in [(1, 32), (2, 16), (3, 8)] {
+        for b in 0..n {
+            let i = if b == 0 { ch[g - 1] } else { ch[g] };
+            f += conv(hw, i, ch[g], 3) + conv(hw, ch[g], ch[g], 3);
+            if i != ch[g] {
+                f += conv(hw, i, ch[g], 1);
+            }
+        }
+    }
+    f + 2.0 * (ch[3] * 10) as f64
+}
+
+const WRN_STEPS: usize = 3;
+
+/// Seconds for `WRN_STEPS` WRN-16-4 training steps after one warm-up step.
+fn wrn_steps(seed: u64) -> Res<f64> {
+    let d = Device::Cpu;
+    let store = ParamStore::new(seed);
+    let model = wide_resnet(16, 4, 10, store.var_builder(&d))?;
+    let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
+    let cfg = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 2e-4,
+        nesterov: false,
+    };
+    let mut opt = Sgd::new(vars, cfg);
+    let mut rng = SeededRng::for_purpose(seed, "wrn-data");
+    let x = rng.uniform((128, 3, 32, 32), 0.0, 1.0, &d)?;
+    let labels: Vec<u32> = (0..128).map(|_| rng.below(10) as u32).collect();
+    let y = Tensor::new(labels.as_slice(), &d)?;
+    let mut step = || -> Res<()> {
+        let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, true)?, &y)?;
+        opt.step(&loss.backward()?)?;
+        Ok(())
+    };
+    step()?;
+    let t = Instant::now();
+    for _ in 0..WRN_STEPS {
+        step()?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
 
 fn train_epoch(split: &Split, seed: u64, epochs: usize) -> Res<(SmallCnn, ParamStore)> {
     let store = ParamStore::new(seed);
@@ -189,8 +241,8 @@ fn cpu_model() -> String {
 
 struct Torch {
     version: String,
-    train_s: Vec<f64>,
-    pgd_s: Vec<f64>,
+    /// Seconds per run, by workload key.
+    seconds: HashMap<String, Vec<f64>>,
     numpy_gemm: f64,
 }
 
@@ -219,12 +271,24 @@ fn pytorch(data_dir: &Path, threads: usize, runs: usize) -> Result<Torch, String
             .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
             .unwrap_or_default()
     };
+    let seconds = ["train", "pgd", "wrn"]
+        .into_iter()
+        .map(|k| (k.to_string(), nums(&format!("{k}_seconds"))))
+        .collect();
     Ok(Torch {
         version: j["torch"].as_str().unwrap_or("?").to_string(),
-        train_s: nums("train_seconds"),
-        pgd_s: nums("pgd_seconds"),
+        seconds,
         numpy_gemm: j["numpy_gemm_gflops"].as_f64().unwrap_or(f64::NAN),
     })
+}
+
+/// One row of the table: images per run, seconds per run, FLOPs per image.
+struct Workload {
+    key: &'static str,
+    name: &'static str,
+    images: usize,
+    seconds: Vec<f64>,
+    flops_per_image: f64,
 }
 
 fn main() -> Res<()> {
@@ -283,6 +347,12 @@ fn main() -> Res<()> {
             n_pgd as f64 / pgd_s[r]
         );
     }
+    let mut wrn_s = Vec::new();
+    for r in 0..runs {
+        wrn_s.push(wrn_steps(r as u64)?);
+        let ips = (128 * WRN_STEPS) as f64 / wrn_s[r];
+        eprintln!("wrn-16-4 run {r}: {:.2} s ({ips:.1} images/s)", wrn_s[r]);
+    }
     let exe = std::env::current_exe()?;
     let mem = Command::new(exe)
         .arg("--memory-probe")
@@ -297,28 +367,43 @@ fn main() -> Res<()> {
     eprintln!("peak memory of a 5-epoch run: {:?} MB", mem);
 
     let torch = pytorch(&dd.cache_dir("mnist-10k"), threads, runs);
-    write_report(
-        n_train, n_pgd, threads, runs, gemm, &train_s, &pgd_s, mem, &torch,
-    )
+    let workloads = [
+        Workload {
+            key: "train",
+            name: "SmallCNN training, batch 128, 1 epoch of 7,996",
+            images: n_train,
+            seconds: train_s,
+            // forward + input and weight gradients
+            flops_per_image: 3.0 * SMALLCNN_FWD_FLOPS,
+        },
+        Workload {
+            key: "pgd",
+            name: "PGD-40 eps 0.3, batch 256, 1,024 images",
+            images: n_pgd,
+            seconds: pgd_s,
+            // forward + input gradient, 40 steps
+            flops_per_image: 40.0 * 2.0 * SMALLCNN_FWD_FLOPS,
+        },
+        Workload {
+            key: "wrn",
+            name: "WRN-16-4 training step, batch 128, 3x32x32",
+            images: 128 * WRN_STEPS,
+            seconds: wrn_s,
+            flops_per_image: 3.0 * wrn_fwd_flops(16, 4),
+        },
+    ];
+    write_report(&workloads, threads, runs, gemm, mem, &torch)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_report(
-    n_train: usize,
-    n_pgd: usize,
+    workloads: &[Workload],
     threads: usize,
     runs: usize,
     gemm: f64,
-    train_s: &[f64],
-    pgd_s: &[f64],
     mem: Option<f64>,
     torch: &Result<Torch, String>,
 ) -> Res<()> {
     let tput = |n: usize, s: &[f64]| (n as f64 / min(s).max(1e-9), n as f64 / median(s).max(1e-9));
-    let (train_best, train_med) = tput(n_train, train_s);
-    let (pgd_best, pgd_med) = tput(n_pgd, pgd_s);
-    let train_flops = 3.0 * SMALLCNN_FWD_FLOPS; // forward + input and weight gradients
-    let pgd_flops = 40.0 * 2.0 * SMALLCNN_FWD_FLOPS; // forward + input gradient, 40 steps
     let mut md = String::new();
     let date = run_cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     writeln!(md, "# Benchmarks\n")?;
@@ -327,14 +412,14 @@ fn write_report(
         "Written by `just bench` on {date}. Machine: {}, {threads} threads for both sides.",
         cpu_model()
     )?;
+    let torch_version = match torch {
+        Ok(t) => format!("PyTorch {} (CPU)", t.version),
+        Err(_) => "PyTorch not measured".into(),
+    };
+    let rustc = run_cmd("rustc", &["--version"]);
     writeln!(
         md,
-        "Versions: {}, candle 0.11, gemm 0.19 (x86-v4); {}.\n",
-        run_cmd("rustc", &["--version"]),
-        match torch {
-            Ok(t) => format!("PyTorch {} (CPU)", t.version),
-            Err(_) => "PyTorch not measured".into(),
-        }
+        "Versions: {rustc}, candle 0.11, gemm 0.19 (x86-v4); {torch_version}.\n"
     )?;
     writeln!(
         md,
@@ -342,58 +427,54 @@ fn write_report(
     )?;
     writeln!(md, "| workload | mat best | mat median | PyTorch best | PyTorch median | mat/PyTorch (median) | GEMM-bound limit |")?;
     writeln!(md, "|---|---|---|---|---|---|---|")?;
-    let limit = |flops: f64| gemm * 1e9 / flops;
-    let (mut r_train, mut r_pgd) = (f64::NAN, f64::NAN);
-    for (name, n, best, med, flops, key) in [
-        (
-            "SmallCNN training, batch 128, 1 epoch of 7,996",
-            n_train,
-            train_best,
-            train_med,
-            train_flops,
-            0,
-        ),
-        (
-            "PGD-40 eps 0.3, batch 256, 1,024 images",
-            n_pgd,
-            pgd_best,
-            pgd_med,
-            pgd_flops,
-            1,
-        ),
-    ] {
+    let mut ratios = HashMap::new();
+    for w in workloads {
+        let (best, med) = tput(w.images, &w.seconds);
         let (tb, tm, ratio) = match torch {
             Ok(t) => {
-                let s = if key == 0 { &t.train_s } else { &t.pgd_s };
-                let (b, m) = tput(n, s);
+                let (b, m) = tput(
+                    w.images,
+                    t.seconds.get(w.key).map(Vec::as_slice).unwrap_or(&[]),
+                );
                 (format!("{b:.1}"), format!("{m:.1}"), med / m)
             }
             Err(_) => ("-".into(), "-".into(), f64::NAN),
         };
-        if key == 0 {
-            r_train = ratio
-        } else {
-            r_pgd = ratio
-        }
+        ratios.insert(w.key, ratio);
+        let limit = gemm * 1e9 / w.flops_per_image;
         writeln!(
             md,
-            "| {name} | {best:.1} | {med:.1} | {tb} | {tm} | {ratio:.2} | {:.0} |",
-            limit(flops)
+            "| {} | {best:.1} | {med:.1} | {tb} | {tm} | {ratio:.2} | {limit:.0} |",
+            w.name
         )?;
     }
     writeln!(md)?;
+    let numpy = match torch {
+        Ok(t) => format!(
+            "; numpy/OpenBLAS in the same run: {:.0} GFLOP/s",
+            t.numpy_gemm
+        ),
+        Err(_) => String::new(),
+    };
     writeln!(
         md,
-        "- GEMM rate (f32 1024³, `gemm` crate, {threads} threads): {gemm:.0} GFLOP/s{}.",
-        match torch {
-            Ok(t) => format!(
-                "; numpy/OpenBLAS in the same run: {:.0} GFLOP/s",
-                t.numpy_gemm
-            ),
-            Err(_) => String::new(),
-        }
+        "- GEMM rate (f32 1024³, `gemm` crate, {threads} threads): {gemm:.0} GFLOP/s{numpy}."
     )?;
-    writeln!(md, "- GEMM-bound limit: images/s if every FLOP ran at that GEMM rate ({:.1} MFLOP per training image, {:.1} MFLOP per PGD-40 image).", train_flops / 1e6, pgd_flops / 1e6)?;
+    let per_image: Vec<String> = workloads
+        .iter()
+        .map(|w| {
+            format!(
+                "{:.1} MFLOP per image for {}",
+                w.flops_per_image / 1e6,
+                w.key
+            )
+        })
+        .collect();
+    writeln!(
+        md,
+        "- GEMM-bound limit: images/s if every FLOP ran at that GEMM rate ({}).",
+        per_image.join(", ")
+    )?;
     if let Some(m) = mem {
         writeln!(md, "- Peak resident memory of a 5-epoch natural training run (whole process, data included): {m:.0} MB.")?;
     }
@@ -403,6 +484,10 @@ fn write_report(
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../BENCHMARKS.md");
     mat_core::artifact::write_atomic(&path, md.as_bytes())?;
     print!("{md}");
-    println!("\nmat/pytorch throughput: train {r_train:.2}, pgd {r_pgd:.2}");
+    println!(
+        "\nmat/pytorch throughput: train {:.2}, pgd {:.2}",
+        ratios.get("train").copied().unwrap_or(f64::NAN),
+        ratios.get("pgd").copied().unwrap_or(f64::NAN)
+    );
     Ok(())
 }

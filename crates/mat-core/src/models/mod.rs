@@ -1,5 +1,7 @@
 //! The networks of the paper and its baselines.
 
 pub mod small_cnn;
+pub mod wide_resnet;
 
 pub use small_cnn::{small_cnn, SmallCnn};
+pub use wide_resnet::{wide_resnet, WideResNet};
