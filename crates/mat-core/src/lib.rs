@@ -10,6 +10,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod kernels;
+pub mod losses;
 pub mod models;
 pub mod nn;
 pub mod optim;

@@ -1,0 +1,176 @@
+//! The loss terms of MAT (paper Sections 3.1-3.2) and of MMC.
+//!
+//! Shapes: features `phi` `[N, D]`, centers `mu` `[L, D]`, labels `[N]` u32.
+//! Every loss returns the batch mean as a scalar tensor.
+
+use candle_core::{DType, Tensor, D};
+
+/// Row-wise cosine similarity of `a` and `b`, both `[N, D]` → `[N]`.
+/// Norms are clamped at `EPS` so a zero feature gives cosine 0, not NaN.
+pub fn cosine(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let dot = (a * b)?.sum(D::Minus1)?;
+    let na = a.sqr()?.sum(D::Minus1)?.sqrt()?.clamp(EPS, f64::MAX)?;
+    let nb = b.sqr()?.sum(D::Minus1)?.sqrt()?.clamp(EPS, f64::MAX)?;
+    dot / (na * nb)?
+}
+
+/// Norms below this are treated as this (features of exactly zero).
+pub const EPS: f64 = 1e-12;
+
+/// Cosine distance CD(a, b) = 1 - cos(a, b), row-wise `[N]`.
+pub fn cosine_distance(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    cosine(a, b)?.affine(-1.0, 1.0)
+}
+
+/// The center of each sample's class, `[N, D]`.
+fn class_centers(mu: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    mu.index_select(&labels.to_dtype(DType::U32)?, 0)
+}
+
+/// Feature-To-Center loss (Eq. 4): mean over the batch of CD(phi(x), mu_y).
+pub fn ftc_loss(phi: &Tensor, mu: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    cosine_distance(phi, &class_centers(mu, labels)?)?.mean_all()
+}
+
+/// Smallest value of `1 - cos^2` inside the square root of the SO loss:
+/// sqrt has an infinite slope at 0, so a feature exactly on its center
+/// would give an infinite gradient.
+pub const SO_FLOOR: f64 = 1e-8;
+
+/// Second-Order loss (Eq. 6) in the closed form of Eq. 7:
+/// `|grad_phi FTC| = sin(theta) / |phi|` with theta the angle between phi
+/// and mu_y; mean over the batch. No double backpropagation is needed.
+pub fn so_loss(phi: &Tensor, mu: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    let cos = cosine(phi, &class_centers(mu, labels)?)?;
+    let sin = cos.sqr()?.affine(-1.0, 1.0)?.clamp(SO_FLOOR, 1.0)?.sqrt()?;
+    let norm = phi.sqr()?.sum(D::Minus1)?.sqrt()?.clamp(EPS, f64::MAX)?;
+    (sin / norm)?.mean_all()
+}
+
+/// MMC loss (Pang et al., 2020, paper Eq. 2): mean of `1/2 |z - mu_y|^2`.
+/// (MMC's code drops the 1/2; this follows the paper.)
+pub fn mmc_loss(z: &Tensor, mu: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    ((z - class_centers(mu, labels)?)?.sqr()?.sum(D::Minus1)? * 0.5)?.mean_all()
+}
+
+/// MMC's logits: `-|z - mu_k|^2` for every class k, `[N, L]`; the predicted
+/// class is the nearest center.
+pub fn mmc_logits(z: &Tensor, mu: &Tensor) -> candle_core::Result<Tensor> {
+    // |z|^2 - 2 z·mu_k + |mu_k|^2, without materialising [N, L, D].
+    let zz = z.sqr()?.sum_keepdim(D::Minus1)?; // [N, 1]
+    let mm = mu.sqr()?.sum(D::Minus1)?.unsqueeze(0)?; // [1, L]
+    let zm = z.matmul(&mu.t()?)?; // [N, L]
+    (zm * 2.0)?.broadcast_sub(&zz)?.broadcast_sub(&mm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::centers::Centers;
+    use crate::rng::SeededRng;
+    use candle_core::{Device, Var};
+
+    fn scalar(t: &Tensor) -> f64 {
+        t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    /// phi = [(1, 0), (0, 2)], centers mu_0 = (1, 0) and mu_1 = (-1, 0),
+    /// labels [0, 1]: CD = 1 - 1 = 0 and 1 - 0 = 1, so FTC = 0.5.
+    /// SO: sin/|phi| = 0/1 (floored: 1e-4) and 1/2, mean = (1e-4 + 0.5)/2.
+    /// MMC: 1/2|(1,0)-(1,0)|^2 = 0 and 1/2|(0,2)-(-1,0)|^2 = 2.5, mean 1.25.
+    #[test]
+    fn hand_computed_values() {
+        let d = Device::Cpu;
+        let phi = Tensor::new(&[[1f32, 0.0], [0.0, 2.0]], &d).unwrap();
+        let mu = Tensor::new(&[[1f32, 0.0], [-1.0, 0.0]], &d).unwrap();
+        let y = Tensor::new(&[0u32, 1], &d).unwrap();
+        assert!((scalar(&ftc_loss(&phi, &mu, &y).unwrap()) - 0.5).abs() < 1e-7);
+        let so = scalar(&so_loss(&phi, &mu, &y).unwrap());
+        assert!((so - (1e-4 + 0.5) / 2.0).abs() < 1e-6, "{so}");
+        assert!((scalar(&mmc_loss(&phi, &mu, &y).unwrap()) - 1.25).abs() < 1e-6);
+        // logits -|z - mu_k|^2: row 0: [0, -4], row 1: [-5, -5]
+        let lg = mmc_logits(&phi, &mu).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(lg, vec![vec![0.0, -4.0], vec![-5.0, -5.0]]);
+    }
+
+    /// SO's closed form equals the norm of the autograd gradient of the
+    /// per-sample FTC with respect to phi (Eq. 6 vs 7), on random features.
+    #[test]
+    fn so_closed_form_equals_autograd_gradient_norm() {
+        let d = Device::Cpu;
+        let mu = Centers::new(10, 16, 10.0).unwrap().centers;
+        let mut rng = SeededRng::new(7);
+        let labels: Vec<u32> = (0..32).map(|_| rng.below(10) as u32).collect();
+        let y = Tensor::new(labels.as_slice(), &d).unwrap();
+        let phi = Var::from_tensor(&rng.normal((32, 16), 0.0, 3.0, &d).unwrap()).unwrap();
+        // Sum (not mean) of FTC so each row's gradient is its own sample's.
+        let ftc_sum = cosine_distance(&phi, &class_centers(&mu, &y).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = ftc_sum.backward().unwrap();
+        let grad_norms = g
+            .get(&phi)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum(D::Minus1)
+            .unwrap()
+            .sqrt()
+            .unwrap();
+        let cos = cosine(&phi, &class_centers(&mu, &y).unwrap()).unwrap();
+        let norm = phi.sqr().unwrap().sum(D::Minus1).unwrap().sqrt().unwrap();
+        let closed = (cos
+            .sqr()
+            .unwrap()
+            .affine(-1.0, 1.0)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            / norm)
+            .unwrap();
+        let (a, b) = (
+            grad_norms.to_vec1::<f32>().unwrap(),
+            closed.to_vec1::<f32>().unwrap(),
+        );
+        for (i, (x, z)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - z).abs() <= 1e-5 * z.abs().max(1e-3),
+                "sample {i}: autograd {x} vs closed form {z}"
+            );
+        }
+        // and so_loss is their mean
+        let so = scalar(&so_loss(&phi, &mu, &y).unwrap());
+        let mean = b.iter().map(|&v| v as f64).sum::<f64>() / b.len() as f64;
+        assert!((so - mean).abs() < 1e-6);
+    }
+
+    /// Section 3.3: with equal-norm centers, argmax of the linear head
+    /// W = centers (logits phi·mu_k) equals argmax of cos(phi, mu_k).
+    #[test]
+    fn logits_head_argmax_equals_cosine_argmax() {
+        let d = Device::Cpu;
+        let mu = Centers::new(10, 32, 10.0).unwrap().centers;
+        let phi = SeededRng::new(8).normal((500, 32), 0.0, 1.0, &d).unwrap();
+        let logits = phi.matmul(&mu.t().unwrap()).unwrap();
+        let n = phi.dim(0).unwrap();
+        let cos: Vec<Tensor> = (0..10)
+            .map(|k| {
+                cosine(
+                    &phi,
+                    &mu.get(k)
+                        .unwrap()
+                        .unsqueeze(0)
+                        .unwrap()
+                        .broadcast_as((n, 32))
+                        .unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let cos = Tensor::stack(&cos, 1).unwrap();
+        let a = logits.argmax(D::Minus1).unwrap().to_vec1::<u32>().unwrap();
+        let b = cos.argmax(D::Minus1).unwrap().to_vec1::<u32>().unwrap();
+        assert_eq!(a, b);
+    }
+}
