@@ -42,6 +42,17 @@ impl ParamStore {
         vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// Writes every variable under its (PyTorch) name, with `metadata`.
+    pub fn save(
+        &self,
+        path: &std::path::Path,
+        metadata: &crate::artifact::Metadata,
+    ) -> crate::Result<()> {
+        let vars = self.vars();
+        let named = vars.iter().map(|(n, v)| (n.as_str(), v.as_tensor()));
+        crate::artifact::write_tensors(path, named, metadata)
+    }
+
     fn draw(
         &self,
         shape: &Shape,
