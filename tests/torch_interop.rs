@@ -10,7 +10,7 @@ use std::process::Command;
 use candle_core::{Device, ModuleT, Var};
 use mat_core::artifact::{write_tensors, Metadata};
 use mat_core::data::{self, DataDir};
-use mat_core::models::small_cnn;
+use mat_core::models::{small_cnn, Output};
 use mat_core::nn::ParamStore;
 use mat_core::optim::{Sgd, SgdConfig};
 
@@ -30,7 +30,7 @@ fn smallcnn_loads_into_pytorch_and_gives_the_same_logits() {
     let ds = data::load(&DataDir::new(root.join("data"), cache.path()), "mnist-10k").unwrap();
     let d = Device::Cpu;
     let store = ParamStore::new(3);
-    let model = small_cnn(10, 3, store.var_builder(&d)).unwrap();
+    let model = small_cnn(Output::Logits(10), 3, store.var_builder(&d)).unwrap();
     // A few SGD steps, so that fc3 (zero at init) and every other layer matter.
     let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
     let mut opt = Sgd::new(

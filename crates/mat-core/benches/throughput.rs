@@ -22,7 +22,7 @@ use candle_core::{DType, Device, ModuleT, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use mat_core::data::{self, DataDir, Split};
 use mat_core::kernels::gemm::{sgemm, Mat};
-use mat_core::models::{small_cnn, wide_resnet, SmallCnn};
+use mat_core::models::{small_cnn, wide_resnet, Output, SmallCnn};
 use mat_core::nn::ParamStore;
 use mat_core::optim::{Sgd, SgdConfig};
 use mat_core::SeededRng;
@@ -94,7 +94,7 @@ fn wrn_steps(seed: u64) -> Res<f64> {
 
 fn train_epoch(split: &Split, seed: u64, epochs: usize) -> Res<(SmallCnn, ParamStore)> {
     let store = ParamStore::new(seed);
-    let model = small_cnn(10, seed, store.var_builder(&Device::Cpu))?;
+    let model = small_cnn(Output::Logits(10), seed, store.var_builder(&Device::Cpu))?;
     let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
     let mut opt = Sgd::new(
         vars,
@@ -128,7 +128,7 @@ fn frozen(store: &ParamStore) -> Res<SmallCnn> {
         .map(|(k, v)| (k, v.as_tensor().detach()))
         .collect();
     Ok(small_cnn(
-        10,
+        Output::Logits(10),
         0,
         VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
     )?)

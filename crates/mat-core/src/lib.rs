@@ -15,6 +15,7 @@ pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod rng;
+pub mod train;
 
 pub use device::DeviceSpec;
 pub use error::{Error, Result};

@@ -9,9 +9,14 @@ use candle_core::{DType, Tensor, D};
 /// Norms are clamped at `EPS` so a zero feature gives cosine 0, not NaN.
 pub fn cosine(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     let dot = (a * b)?.sum(D::Minus1)?;
-    let na = a.sqr()?.sum(D::Minus1)?.sqrt()?.clamp(EPS, f64::MAX)?;
-    let nb = b.sqr()?.sum(D::Minus1)?.sqrt()?.clamp(EPS, f64::MAX)?;
-    dot / (na * nb)?
+    dot / (norm(a)? * norm(b)?)?
+}
+
+/// Row-wise L2 norm, `[N, D]` → `[N]`. The square is clamped before the
+/// root: sqrt's derivative at 0 is infinite, and a zero feature (a layer
+/// initialised to zero) must give a finite gradient, not NaN.
+pub fn norm(a: &Tensor) -> candle_core::Result<Tensor> {
+    a.sqr()?.sum(D::Minus1)?.clamp(EPS * EPS, f64::MAX)?.sqrt()
 }
 
 /// Norms below this are treated as this (features of exactly zero).
@@ -43,8 +48,7 @@ pub const SO_FLOOR: f64 = 1e-8;
 pub fn so_loss(phi: &Tensor, mu: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
     let cos = cosine(phi, &class_centers(mu, labels)?)?;
     let sin = cos.sqr()?.affine(-1.0, 1.0)?.clamp(SO_FLOOR, 1.0)?.sqrt()?;
-    let norm = phi.sqr()?.sum(D::Minus1)?.sqrt()?.clamp(EPS, f64::MAX)?;
-    (sin / norm)?.mean_all()
+    (sin / norm(phi)?)?.mean_all()
 }
 
 /// MMC loss (Pang et al., 2020, paper Eq. 2): mean of `1/2 |z - mu_y|^2`.
@@ -78,6 +82,31 @@ mod tests {
     /// labels [0, 1]: CD = 1 - 1 = 0 and 1 - 0 = 1, so FTC = 0.5.
     /// SO: sin/|phi| = 0/1 (floored: 1e-4) and 1/2, mean = (1e-4 + 0.5)/2.
     /// MMC: 1/2|(1,0)-(1,0)|^2 = 0 and 1/2|(0,2)-(-1,0)|^2 = 2.5, mean 1.25.
+    /// Regression: an all-zero feature (SmallCNN's zero-initialised last
+    /// layer) gave NaN gradients through sqrt at 0.
+    #[test]
+    fn zero_features_give_finite_gradients() {
+        let d = Device::Cpu;
+        let phi = Var::zeros((3, 4), DType::F32, &d).unwrap();
+        let mu = Centers::new(3, 4, 10.0).unwrap().centers;
+        let y = Tensor::new(&[0u32, 1, 2], &d).unwrap();
+        for loss in [
+            ftc_loss(&phi, &mu, &y).unwrap(),
+            so_loss(&phi, &mu, &y).unwrap(),
+        ] {
+            assert!(scalar(&loss).is_finite());
+            let g = loss.backward().unwrap();
+            let g = g
+                .get(&phi)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+        }
+    }
+
     #[test]
     fn hand_computed_values() {
         let d = Device::Cpu;

@@ -24,9 +24,29 @@ pub struct SmallCnn {
     fc3: Linear,
 }
 
-/// Builds SmallCNN whose last layer has `out_dim` outputs (10 logits, or a
-/// D-dimensional feature layer for MAT and MMC). `seed` drives dropout.
-pub fn small_cnn(out_dim: usize, seed: u64, vb: VarBuilder) -> candle_core::Result<SmallCnn> {
+/// What the last layer of a network produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Class logits (natural, AT, TRADES).
+    Logits(usize),
+    /// A D-dimensional feature vector phi (MAT, MMC), compared with class centers.
+    Features(usize),
+}
+
+impl Output {
+    pub fn dim(self) -> usize {
+        match self {
+            Output::Logits(d) | Output::Features(d) => d,
+        }
+    }
+}
+
+/// Builds SmallCNN whose last layer gives `output`. `seed` drives dropout.
+///
+/// TRADES zero-initialises the last layer, which suits logits; a feature
+/// layer keeps PyTorch's default instead, since cosine losses are undefined
+/// at a zero feature.
+pub fn small_cnn(output: Output, seed: u64, vb: VarBuilder) -> candle_core::Result<SmallCnn> {
     let fe = vb.pp("feature_extractor");
     let cl = vb.pp("classifier");
     let p = Conv2dParams::default();
@@ -41,7 +61,10 @@ pub fn small_cnn(out_dim: usize, seed: u64, vb: VarBuilder) -> candle_core::Resu
         fc1: linear(64 * 4 * 4, 200, None, cl.pp("fc1"))?,
         drop: Dropout::new(0.5, seed),
         fc2: linear(200, 200, None, cl.pp("fc2"))?,
-        fc3: linear(200, out_dim, Some(Init::Const(0.0)), cl.pp("fc3"))?,
+        fc3: match output {
+            Output::Logits(d) => linear(200, d, Some(Init::Const(0.0)), cl.pp("fc3"))?,
+            Output::Features(d) => linear(200, d, None, cl.pp("fc3"))?,
+        },
     })
 }
 
@@ -75,7 +98,7 @@ mod tests {
     #[test]
     fn shapes_and_pytorch_names() {
         let store = ParamStore::new(0);
-        let m = small_cnn(10, 0, store.var_builder(&Device::Cpu)).unwrap();
+        let m = small_cnn(Output::Logits(10), 0, store.var_builder(&Device::Cpu)).unwrap();
         let x = Tensor::zeros((3, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(m.forward_t(&x, false).unwrap().dims(), &[3, 10]);
         let names: Vec<String> = store.vars().into_iter().map(|(n, _)| n).collect();
