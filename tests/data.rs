@@ -146,6 +146,20 @@ fn source_with(dir: &Path, file: &str, replacement: Option<&[u8]>) {
     }
 }
 
+/// `mat data fetch mnist-10k --from SRC` with a private cache.
+fn fetch_mnist_10k_from(cache: &Path, src: &Path) -> std::process::Output {
+    mat(
+        cache,
+        &[
+            "data",
+            "fetch",
+            "mnist-10k",
+            "--from",
+            src.to_str().unwrap(),
+        ],
+    )
+}
+
 #[test]
 fn sha256_mismatch_is_refused_and_the_cache_is_untouched() {
     let cache = tempfile::tempdir().unwrap();
@@ -161,16 +175,7 @@ fn sha256_mismatch_is_refused_and_the_cache_is_untouched() {
     let unpacked = gunzip(&good);
     std::fs::write(cache_ds.join("t10k-labels-idx1-ubyte"), &unpacked).unwrap();
 
-    let out = mat(
-        cache.path(),
-        &[
-            "data",
-            "fetch",
-            "mnist-10k",
-            "--from",
-            src.path().to_str().unwrap(),
-        ],
-    );
+    let out = fetch_mnist_10k_from(cache.path(), src.path());
     let err = assert_clean_failure(&out);
     assert!(
         err.contains("could not fetch `train-labels-idx1-ubyte` of dataset `mnist-10k`"),
@@ -203,16 +208,7 @@ fn missing_file_names_both_sources_and_what_to_do() {
     let cache = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
     source_with(src.path(), "t10k-images-idx3-ubyte", None);
-    let out = mat(
-        cache.path(),
-        &[
-            "data",
-            "fetch",
-            "mnist-10k",
-            "--from",
-            src.path().to_str().unwrap(),
-        ],
-    );
+    let out = fetch_mnist_10k_from(cache.path(), src.path());
     let err = assert_clean_failure(&out);
     assert!(
         err.contains("no `t10k-images-idx3-ubyte.gz` or `t10k-images-idx3-ubyte` there"),
