@@ -5,6 +5,7 @@
 //! Robustness with Feature Clustering" (MAT, ICLR 2021 submission).
 
 pub mod artifact;
+pub mod attacks;
 pub mod centers;
 pub mod data;
 pub mod device;

@@ -1,0 +1,131 @@
+//! Adversarial attacks over one shared runner that enforces what every
+//! attack must satisfy (foolbox 3's design): the runner projects each
+//! proposal into the eps-ball of its norm, clips it to [0, 1], and decides
+//! success; an attack only proposes points.
+
+pub mod pgd;
+
+use candle_core::{DType, Tensor, Var, D};
+
+pub use pgd::Pgd;
+
+use crate::rng::SeededRng;
+
+/// Anything that maps a batch of images to class logits, in eval mode.
+pub trait Logits {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor>;
+}
+
+impl<F: Fn(&Tensor) -> candle_core::Result<Tensor>> Logits for F {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self(x)
+    }
+}
+
+/// The distance an attack's budget is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    Linf,
+    L2,
+}
+
+/// Per-sample norms of `d` `[N, ...]` → `[N]`.
+pub fn norms(d: &Tensor, norm: Norm) -> candle_core::Result<Tensor> {
+    let flat = d.flatten_from(1)?;
+    match norm {
+        Norm::Linf => flat.abs()?.max(D::Minus1),
+        Norm::L2 => flat.sqr()?.sum(D::Minus1)?.sqrt(),
+    }
+}
+
+/// Projects `x_adv` into the eps-ball around `x` and into [0, 1].
+pub fn project(x: &Tensor, x_adv: &Tensor, eps: f64, norm: Norm) -> candle_core::Result<Tensor> {
+    let delta = (x_adv - x)?;
+    let delta = match norm {
+        Norm::Linf => delta.clamp(-eps, eps)?,
+        Norm::L2 => {
+            // Scale rows whose norm exceeds eps down to eps.
+            let n = norms(&delta, Norm::L2)?.clamp(1e-12, f64::MAX)?;
+            let factor = (n.recip()? * eps)?.clamp(0.0, 1.0)?;
+            let shape: Vec<usize> = std::iter::once(delta.dim(0)?)
+                .chain(std::iter::repeat_n(1, delta.rank() - 1))
+                .collect();
+            delta.broadcast_mul(&factor.reshape(shape)?)?
+        }
+    };
+    (x + delta)?.clamp(0f32, 1f32)
+}
+
+/// The gradient of the summed cross-entropy with respect to the input.
+/// Summed, not averaged, so each sample's gradient does not depend on the
+/// batch size.
+pub fn input_gradient(model: &dyn Logits, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    let v = Var::from_tensor(&x.detach())?;
+    let loss =
+        (candle_nn::loss::cross_entropy(&model.logits(v.as_tensor())?, y)? * x.dim(0)? as f64)?;
+    let grads = loss.backward()?;
+    grads.get(&v).cloned().ok_or_else(|| {
+        candle_core::Error::Msg("the model's output does not depend on its input".into())
+    })
+}
+
+/// An attack: proposes adversarial points for a batch at budget `eps`.
+pub trait Attack {
+    fn name(&self) -> &'static str;
+    fn norm(&self) -> Norm;
+    fn propose(
+        &self,
+        model: &dyn Logits,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+    ) -> candle_core::Result<Tensor>;
+}
+
+/// What an attack did to one batch.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub adv: Tensor,
+    pub clean_pred: Vec<u32>,
+    pub adv_pred: Vec<u32>,
+    /// The adversarial point is misclassified.
+    pub success: Vec<bool>,
+    pub l2: Vec<f32>,
+    pub linf: Vec<f32>,
+}
+
+/// Runs `attack` on one batch and enforces the invariants every attack
+/// shares: the result lies in the eps-ball of the attack's norm and in
+/// [0, 1], whatever the attack proposed.
+pub fn run_attack(
+    attack: &dyn Attack,
+    model: &dyn Logits,
+    x: &Tensor,
+    y: &Tensor,
+    eps: f64,
+    rng: &mut SeededRng,
+) -> crate::Result<Outcome> {
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(crate::Error::Invalid(format!(
+            "{}: eps must be a number >= 0, got {eps}",
+            attack.name()
+        )));
+    }
+    let proposal = attack.propose(model, x, y, eps, rng)?;
+    let adv = project(x, &proposal, eps, attack.norm())?;
+    let pred = |t: &Tensor| -> candle_core::Result<Vec<u32>> {
+        model.logits(t)?.argmax(D::Minus1)?.to_vec1::<u32>()
+    };
+    let (clean_pred, adv_pred) = (pred(x)?, pred(&adv)?);
+    let labels = y.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    let delta = (&adv - x)?;
+    Ok(Outcome {
+        success: adv_pred.iter().zip(&labels).map(|(p, l)| p != l).collect(),
+        clean_pred,
+        adv_pred,
+        l2: norms(&delta, Norm::L2)?.to_vec1()?,
+        linf: norms(&delta, Norm::Linf)?.to_vec1()?,
+        adv,
+    })
+}

@@ -1,0 +1,202 @@
+//! The attack invariants, table-driven over the attacks, and a natural
+//! SmallCNN falling under PGD on real MNIST digits.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, ModuleT, Tensor, D};
+use mat_core::attacks::{input_gradient, run_attack, Attack, Norm, Pgd};
+use mat_core::data::{self, DataDir, Dataset};
+use mat_core::models::{small_cnn, Output};
+use mat_core::nn::ParamStore;
+use mat_core::train::{fit, Natural, TrainConfig};
+use mat_core::SeededRng;
+
+fn mnist() -> (Dataset, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    (
+        data::load(&DataDir::new(root, cache.path()), "mnist-10k").unwrap(),
+        cache,
+    )
+}
+
+/// Every attack with the budget it is checked at.
+fn registry() -> Vec<(Box<dyn Attack>, f64)> {
+    vec![
+        (Box::new(Pgd::linf(10, 0.05)), 0.3),
+        (Box::new(Pgd::fgsm()), 0.3),
+        (
+            Box::new(Pgd {
+                norm: Norm::L2,
+                steps: 10,
+                step_size: 0.5,
+                random_start: true,
+            }),
+            2.0,
+        ),
+        (
+            Box::new(Pgd {
+                norm: Norm::Linf,
+                steps: 3,
+                step_size: 0.5,
+                random_start: false,
+            }),
+            0.1,
+        ),
+    ]
+}
+
+#[test]
+fn every_attack_stays_in_its_ball_and_in_the_unit_box() {
+    let (ds, _c) = mnist();
+    let store = ParamStore::new(1);
+    // A random feature head, so gradients are not zero without training.
+    let model = small_cnn(Output::Features(10), 1, store.var_builder(&Device::Cpu)).unwrap();
+    let logits = |x: &Tensor| model.forward_t(x, false);
+    let test = ds.test.subset(Some(64), Some(0)).unwrap();
+    for (attack, eps) in registry() {
+        let mut rng = SeededRng::new(0);
+        let out = run_attack(
+            attack.as_ref(),
+            &logits,
+            &test.images,
+            &test.labels,
+            eps,
+            &mut rng,
+        )
+        .unwrap();
+        let dist = if attack.norm() == Norm::Linf {
+            &out.linf
+        } else {
+            &out.l2
+        };
+        let worst = dist.iter().cloned().fold(0f32, f32::max);
+        assert!(
+            worst as f64 <= eps * (1.0 + 1e-5) + 1e-6,
+            "{}: a perturbation of {worst} > eps {eps}",
+            attack.name()
+        );
+        assert!(worst > 0.0, "{} did nothing", attack.name());
+        let px = out.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            px.iter().all(|v| (0.0..=1.0).contains(v)),
+            "{} left [0, 1]",
+            attack.name()
+        );
+
+        // Same seed, same adversarial images.
+        let again = run_attack(
+            attack.as_ref(),
+            &logits,
+            &test.images,
+            &test.labels,
+            eps,
+            &mut SeededRng::new(0),
+        )
+        .unwrap();
+        assert!(
+            again.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap() == px,
+            "{} is not reproducible",
+            attack.name()
+        );
+    }
+    let e = run_attack(
+        &Pgd::fgsm(),
+        &logits,
+        &test.images,
+        &test.labels,
+        -0.1,
+        &mut SeededRng::new(0),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("fgsm: eps must be a number >= 0, got -0.1"),
+        "{e}"
+    );
+}
+
+/// On a tiny linear model the input gradient of the summed cross-entropy
+/// equals central finite differences of the same loss computed in f64.
+#[test]
+fn input_gradient_matches_finite_differences() {
+    let d = Device::Cpu;
+    let mut rng = SeededRng::new(5);
+    let w = rng.normal((12, 3), 0.0, 1.0, &d).unwrap();
+    let model = |x: &Tensor| x.flatten_from(1)?.matmul(&w);
+    let xv = rng.uniform_vec(2 * 12, 0.0, 1.0);
+    let x = Tensor::from_slice(&xv, (2, 1, 3, 4), &d).unwrap();
+    let y = Tensor::new(&[2u32, 0], &d).unwrap();
+    let g = input_gradient(&model, &x, &y)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let loss = |v: &[f32]| -> f64 {
+        let logits = model(&Tensor::from_slice(v, (2, 1, 3, 4), &d).unwrap())
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        -(lsm[0][2] + lsm[1][0])
+    };
+    let h = 1e-2f32;
+    for i in 0..xv.len() {
+        let (mut a, mut b) = (xv.clone(), xv.clone());
+        a[i] += h;
+        b[i] -= h;
+        let fd = (loss(&a) - loss(&b)) / (2.0 * h as f64);
+        assert!(
+            (fd - g[i] as f64).abs() < 1e-3 * (1.0 + fd.abs()),
+            "pixel {i}: autograd {} vs fd {fd}",
+            g[i]
+        );
+    }
+}
+
+#[test]
+fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
+    let (ds, _c) = mnist();
+    let store = ParamStore::new(0);
+    let model = small_cnn(Output::Logits(10), 0, store.var_builder(&Device::Cpu)).unwrap();
+    let cfg = TrainConfig {
+        epochs: 4,
+        batch_size: 128,
+        lr: 0.05,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        nesterov: false,
+        lr_milestones: vec![],
+        lr_gamma: 0.1,
+        seed: 0,
+    };
+    let logs = fit(&model, &store, &Natural, &ds.train, &ds.test, &cfg, |_| {
+        Ok(())
+    })
+    .unwrap();
+    let clean = logs.last().unwrap().clean_accuracy;
+    assert!(clean > 0.95, "clean accuracy {clean}");
+    let logits = |x: &Tensor| model.forward_t(x, false);
+    let test = ds.test.subset(Some(256), Some(3)).unwrap();
+    let robust = |attack: &dyn Attack| {
+        let out = run_attack(
+            attack,
+            &logits,
+            &test.images,
+            &test.labels,
+            0.3,
+            &mut SeededRng::new(1),
+        )
+        .unwrap();
+        out.success.iter().filter(|&&s| !s).count() as f64 / out.success.len() as f64
+    };
+    let pgd = robust(&Pgd::linf(40, 0.01));
+    let fgsm = robust(&Pgd::fgsm());
+    eprintln!("natural SmallCNN: clean {clean:.4}, FGSM {fgsm:.4}, PGD-40 {pgd:.4} (eps 0.3)");
+    assert!(pgd <= 0.02, "PGD-40 left {pgd}");
+    assert!(fgsm > pgd, "FGSM {fgsm} should leave more than PGD {pgd}");
+}
