@@ -1,24 +1,15 @@
 //! The attack invariants, table-driven over the attacks, and a natural
 //! SmallCNN falling under PGD on real MNIST digits.
 
-use std::path::Path;
+mod common;
 
 use candle_core::{DType, Device, ModuleT, Tensor, D};
+use common::mnist_10k;
 use mat_core::attacks::{input_gradient, run_attack, Attack, Norm, Pgd};
-use mat_core::data::{self, DataDir, Dataset};
 use mat_core::models::{small_cnn, Output};
 use mat_core::nn::ParamStore;
 use mat_core::train::{fit, Natural, TrainConfig};
 use mat_core::SeededRng;
-
-fn mnist() -> (Dataset, tempfile::TempDir) {
-    let cache = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-    (
-        data::load(&DataDir::new(root, cache.path()), "mnist-10k").unwrap(),
-        cache,
-    )
-}
 
 /// Every attack with the budget it is checked at.
 fn registry() -> Vec<(Box<dyn Attack>, f64)> {
@@ -48,7 +39,7 @@ fn registry() -> Vec<(Box<dyn Attack>, f64)> {
 
 #[test]
 fn every_attack_stays_in_its_ball_and_in_the_unit_box() {
-    let (ds, _c) = mnist();
+    let (ds, _c) = mnist_10k();
     let store = ParamStore::new(1);
     // A random feature head, so gradients are not zero without training.
     let model = small_cnn(Output::Features(10), 1, store.var_builder(&Device::Cpu)).unwrap();
@@ -160,7 +151,7 @@ fn input_gradient_matches_finite_differences() {
 
 #[test]
 fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
-    let (ds, _c) = mnist();
+    let (ds, _c) = mnist_10k();
     let store = ParamStore::new(0);
     let model = small_cnn(Output::Logits(10), 0, store.var_builder(&Device::Cpu)).unwrap();
     let cfg = TrainConfig {

@@ -2,23 +2,14 @@
 //! (7,996 training digits, 2,004 test digits), with SmallCNN on the CPU.
 //! About a minute each on 2 cores.
 
-use std::path::Path;
+mod common;
 
 use candle_core::Device;
+use common::mnist_10k;
 use mat_core::centers::Centers;
-use mat_core::data::{self, DataDir, Dataset};
 use mat_core::models::{small_cnn, Output};
 use mat_core::nn::ParamStore;
 use mat_core::train::{fit, EpochLog, MatObjective, Natural, TrainConfig};
-
-fn mnist() -> (Dataset, tempfile::TempDir) {
-    let cache = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-    (
-        data::load(&DataDir::new(root, cache.path()), "mnist-10k").unwrap(),
-        cache,
-    )
-}
 
 /// The budget of the quick profile: 14 epochs, lr 0.05, x0.1 after epoch 10.
 fn quick() -> TrainConfig {
@@ -50,7 +41,7 @@ fn show(name: &str) -> impl FnMut(&EpochLog) -> mat_core::Result<()> + '_ {
 
 #[test]
 fn natural_smallcnn_reaches_98_percent() {
-    let (ds, _cache) = mnist();
+    let (ds, _cache) = mnist_10k();
     let store = ParamStore::new(0);
     let model = small_cnn(Output::Logits(10), 0, store.var_builder(&Device::Cpu)).unwrap();
     let logs = fit(
@@ -71,7 +62,7 @@ fn natural_smallcnn_reaches_98_percent() {
 /// D=10, C=10, predictions by the Section 3.3 head.
 #[test]
 fn mat_ftc_smallcnn_reaches_98_percent() {
-    let (ds, _cache) = mnist();
+    let (ds, _cache) = mnist_10k();
     let store = ParamStore::new(0);
     let model = small_cnn(Output::Features(10), 0, store.var_builder(&Device::Cpu)).unwrap();
     let objective = MatObjective {

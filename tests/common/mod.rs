@@ -23,6 +23,14 @@ pub fn shared_dataset(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The embedded MNIST subset, loaded through a private cache (kept alive by
+/// the returned guard).
+pub fn mnist_10k() -> (mat_core::data::Dataset, tempfile::TempDir) {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = mat_core::data::DataDir::new(data_root(), cache.path());
+    (mat_core::data::load(&dir, "mnist-10k").unwrap(), cache)
+}
+
 /// Runs the `mat` binary with a private cache.
 pub fn mat(cache: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mat"))

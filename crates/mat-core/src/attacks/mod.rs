@@ -38,6 +38,14 @@ pub fn norms(d: &Tensor, norm: Norm) -> candle_core::Result<Tensor> {
     }
 }
 
+/// `[N, 1, 1, ...]` for a batch `t`: the shape that broadcasts one value
+/// per sample over the sample's other dimensions.
+pub(crate) fn per_sample(t: &Tensor) -> candle_core::Result<Vec<usize>> {
+    Ok(std::iter::once(t.dim(0)?)
+        .chain(std::iter::repeat_n(1, t.rank() - 1))
+        .collect())
+}
+
 /// Projects `x_adv` into the eps-ball around `x` and into [0, 1].
 pub fn project(x: &Tensor, x_adv: &Tensor, eps: f64, norm: Norm) -> candle_core::Result<Tensor> {
     let delta = (x_adv - x)?;
@@ -47,10 +55,7 @@ pub fn project(x: &Tensor, x_adv: &Tensor, eps: f64, norm: Norm) -> candle_core:
             // Scale rows whose norm exceeds eps down to eps.
             let n = norms(&delta, Norm::L2)?.clamp(1e-12, f64::MAX)?;
             let factor = (n.recip()? * eps)?.clamp(0.0, 1.0)?;
-            let shape: Vec<usize> = std::iter::once(delta.dim(0)?)
-                .chain(std::iter::repeat_n(1, delta.rank() - 1))
-                .collect();
-            delta.broadcast_mul(&factor.reshape(shape)?)?
+            delta.broadcast_mul(&factor.reshape(per_sample(&delta)?)?)?
         }
     };
     (x + delta)?.clamp(0f32, 1f32)

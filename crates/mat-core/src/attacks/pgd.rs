@@ -4,9 +4,9 @@
 //!
 //! Distance: `norm`. Arguments: steps, step size (absolute), random start.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
-use super::{input_gradient, project, Attack, Logits, Norm};
+use super::{input_gradient, norms, per_sample, project, Attack, Logits, Norm};
 use crate::rng::SeededRng;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,17 +54,14 @@ fn random_start(x: &Tensor, eps: f64, norm: Norm, rng: &mut SeededRng) -> crate:
             let n = x.dim(0)?;
             let d = x.elem_count() / n.max(1);
             let dir = rng.normal(x.shape(), 0.0, 1.0, dev)?;
-            let len = super::norms(&dir, Norm::L2)?.clamp(1e-12, f64::MAX)?;
+            let len = norms(&dir, Norm::L2)?.clamp(1e-12, f64::MAX)?;
             let radius: Vec<f32> = rng
                 .uniform_vec(n, 0.0, 1.0)
                 .iter()
                 .map(|u| eps as f32 * u.powf(1.0 / d as f32))
                 .collect();
             let scale = (Tensor::from_vec(radius, n, dev)? / len)?;
-            let shape: Vec<usize> = std::iter::once(n)
-                .chain(std::iter::repeat_n(1, x.rank() - 1))
-                .collect();
-            dir.broadcast_mul(&scale.reshape(shape)?)?
+            dir.broadcast_mul(&scale.reshape(per_sample(x)?)?)?
         }
     })
 }
@@ -74,16 +71,8 @@ fn normalize(g: &Tensor, norm: Norm) -> candle_core::Result<Tensor> {
     match norm {
         Norm::Linf => g.sign(),
         Norm::L2 => {
-            let n = g
-                .flatten_from(1)?
-                .sqr()?
-                .sum(D::Minus1)?
-                .sqrt()?
-                .clamp(1e-12, f64::MAX)?;
-            let shape: Vec<usize> = std::iter::once(g.dim(0)?)
-                .chain(std::iter::repeat_n(1, g.rank() - 1))
-                .collect();
-            g.broadcast_div(&n.reshape(shape)?)
+            let n = norms(g, Norm::L2)?.clamp(1e-12, f64::MAX)?;
+            g.broadcast_div(&n.reshape(per_sample(g)?)?)
         }
     }
 }
