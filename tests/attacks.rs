@@ -6,9 +6,9 @@ mod common;
 use candle_core::{DType, Device, ModuleT, Tensor, D};
 use common::mnist_10k;
 use mat_core::attacks::{input_gradient, run_attack, Attack, Norm, Pgd};
-use mat_core::models::{small_cnn, Output};
+use mat_core::models::{small_cnn, Arch, Classifier, Head, Output};
 use mat_core::nn::ParamStore;
-use mat_core::train::{fit, Natural, TrainConfig};
+use mat_core::train::{fit, Augment, Evaluation, Natural, TrainConfig};
 use mat_core::SeededRng;
 
 /// Every attack with the budget it is checked at.
@@ -153,7 +153,8 @@ fn input_gradient_matches_finite_differences() {
 fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
     let (ds, _c) = mnist_10k();
     let store = ParamStore::new(0);
-    let model = small_cnn(Output::Logits(10), 0, store.var_builder(&Device::Cpu)).unwrap();
+    let vb = store.var_builder(&Device::Cpu);
+    let model = Classifier::build(Arch::SmallCnn, Head::Identity, 10, 0, vb).unwrap();
     let cfg = TrainConfig {
         epochs: 4,
         batch_size: 128,
@@ -164,14 +165,13 @@ fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
         lr_milestones: vec![],
         lr_gamma: 0.1,
         seed: 0,
+        augment: Augment::default(),
     };
-    let logs = fit(&model, &store, &Natural, &ds.train, &ds.test, &cfg, |_| {
-        Ok(())
-    })
-    .unwrap();
+    let eval = Evaluation::clean(ds.test.clone());
+    let logs = fit(&model, &store, &Natural, &ds.train, &eval, &cfg, |_| Ok(())).unwrap();
     let clean = logs.last().unwrap().clean_accuracy;
     assert!(clean > 0.95, "clean accuracy {clean}");
-    let logits = |x: &Tensor| model.forward_t(x, false);
+    let logits = |x: &Tensor| model.logits_t(x, false);
     let test = ds.test.subset(Some(256), Some(3)).unwrap();
     let robust = |attack: &dyn Attack| {
         let out = run_attack(

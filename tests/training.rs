@@ -7,9 +7,9 @@ mod common;
 use candle_core::Device;
 use common::mnist_10k;
 use mat_core::centers::Centers;
-use mat_core::models::{small_cnn, Output};
+use mat_core::models::{Arch, Classifier, Head};
 use mat_core::nn::ParamStore;
-use mat_core::train::{fit, EpochLog, MatObjective, Natural, TrainConfig};
+use mat_core::train::{fit, Augment, EpochLog, Evaluation, Mat, Natural, TrainConfig};
 
 /// The budget of the quick profile: 14 epochs, lr 0.05, x0.1 after epoch 10.
 fn quick() -> TrainConfig {
@@ -23,6 +23,7 @@ fn quick() -> TrainConfig {
         lr_milestones: vec![10],
         lr_gamma: 0.1,
         seed: 0,
+        augment: Augment::default(),
     }
 }
 
@@ -43,13 +44,14 @@ fn show(name: &str) -> impl FnMut(&EpochLog) -> mat_core::Result<()> + '_ {
 fn natural_smallcnn_reaches_98_percent() {
     let (ds, _cache) = mnist_10k();
     let store = ParamStore::new(0);
-    let model = small_cnn(Output::Logits(10), 0, store.var_builder(&Device::Cpu)).unwrap();
+    let vb = store.var_builder(&Device::Cpu);
+    let model = Classifier::build(Arch::SmallCnn, Head::Identity, 10, 0, vb).unwrap();
     let logs = fit(
         &model,
         &store,
         &Natural,
         &ds.train,
-        &ds.test,
+        &Evaluation::clean(ds.test.clone()),
         &quick(),
         show("natural"),
     )
@@ -64,17 +66,20 @@ fn natural_smallcnn_reaches_98_percent() {
 fn mat_ftc_smallcnn_reaches_98_percent() {
     let (ds, _cache) = mnist_10k();
     let store = ParamStore::new(0);
-    let model = small_cnn(Output::Features(10), 0, store.var_builder(&Device::Cpu)).unwrap();
-    let objective = MatObjective {
-        centers: Centers::new(10, 10, 10.0).unwrap().centers,
+    let head = Head::Centers(Centers::new(10, 10, 10.0).unwrap().centers);
+    let vb = store.var_builder(&Device::Cpu);
+    let model = Classifier::build(Arch::SmallCnn, head, 10, 0, vb).unwrap();
+    let objective = Mat {
         alpha: 0.0,
+        beta: 0.0,
+        adversary: None,
     };
     let logs = fit(
         &model,
         &store,
         &objective,
         &ds.train,
-        &ds.test,
+        &Evaluation::clean(ds.test.clone()),
         &quick(),
         show("mat-ftc"),
     )

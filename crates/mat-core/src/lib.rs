@@ -7,6 +7,7 @@
 pub mod artifact;
 pub mod attacks;
 pub mod centers;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;

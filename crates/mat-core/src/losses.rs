@@ -67,6 +67,27 @@ pub fn mmc_logits(z: &Tensor, mu: &Tensor) -> candle_core::Result<Tensor> {
     (zm * 2.0)?.broadcast_sub(&zz)?.broadcast_sub(&mm)
 }
 
+/// BIBO loss (Eq. 8) at a given adversarial point: mean CD(phi(x), phi(x'));
+/// the maximising x' comes from an inner PGD ([`crate::train::InnerMax`]).
+pub fn bibo_loss(phi: &Tensor, phi_adv: &Tensor) -> candle_core::Result<Tensor> {
+    cosine_distance(phi, phi_adv)?.mean_all()
+}
+
+/// Row-wise KL(softmax(p) || softmax(q)) of two logit batches `[N, L]` →
+/// `[N]`; TRADES' regulariser with p the clean and q the adversarial logits.
+pub fn kl_divergence(p_logits: &Tensor, q_logits: &Tensor) -> candle_core::Result<Tensor> {
+    let log_p = candle_nn::ops::log_softmax(p_logits, D::Minus1)?;
+    let log_q = candle_nn::ops::log_softmax(q_logits, D::Minus1)?;
+    (log_p.exp()? * (log_p - log_q)?)?.sum(D::Minus1)
+}
+
+/// Cross-entropy summed (not averaged) over the batch: the gain an inner
+/// maximisation ascends, so each sample's gradient is independent of the
+/// batch size.
+pub fn cross_entropy_sum(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::loss::cross_entropy(logits, labels)? * logits.dim(0)? as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +126,21 @@ mod tests {
                 .unwrap();
             assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
         }
+    }
+
+    /// p = softmax(0, 0) = (1/2, 1/2), q = softmax(ln 3, 0) = (3/4, 1/4):
+    /// KL = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3); identical rows give 0.
+    #[test]
+    fn kl_divergence_by_hand() {
+        let d = Device::Cpu;
+        let p = Tensor::new(&[[0f32, 0.0], [1.0, 2.0]], &d).unwrap();
+        let q = Tensor::new(&[[3f32.ln(), 0.0], [1.0, 2.0]], &d).unwrap();
+        let kl = kl_divergence(&p, &q).unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            (kl[0] as f64 - 0.5 * (4.0f64 / 3.0).ln()).abs() < 1e-6,
+            "{kl:?}"
+        );
+        assert!(kl[1].abs() < 1e-7);
     }
 
     #[test]

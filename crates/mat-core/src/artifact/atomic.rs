@@ -32,11 +32,14 @@ impl AtomicFile {
             .file_name()
             .ok_or_else(|| Error::format(target, "not a file path"))?
             .to_string_lossy();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .at(&dir)?;
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // A temp file is private (0600); an artifact is an ordinary file
+        // (0666 less the umask), readable by whoever reads the results.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let temp = builder.tempfile_in(&dir).at(&dir)?;
         Ok(Self {
             target: target.to_path_buf(),
             temp,

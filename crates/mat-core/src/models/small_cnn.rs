@@ -69,6 +69,11 @@ pub fn small_cnn(output: Output, seed: u64, vb: VarBuilder) -> candle_core::Resu
 }
 
 impl SmallCnn {
+    /// Re-keys dropout for `epoch` (see [`Dropout::start_epoch`]).
+    pub fn start_epoch(&self, epoch: usize) {
+        self.drop.start_epoch(epoch)
+    }
+
     /// The 200-d activations before the last layer (the "penultimate layer"
     /// features used for models without centers).
     pub fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {

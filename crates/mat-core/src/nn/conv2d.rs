@@ -27,18 +27,27 @@ impl Conv2d {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+
+    fn frozen_params(&self) -> (Tensor, Option<Tensor>) {
+        (
+            super::maybe_frozen(&self.weight),
+            self.bias.as_ref().map(super::maybe_frozen),
+        )
+    }
 }
 
 impl Conv2d {
     /// `relu(self.forward(xs))` as one op (see [`crate::kernels::conv2d_relu`]).
     pub fn forward_relu(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        crate::kernels::conv2d_relu(xs, &self.weight, self.bias.as_ref(), self.params)
+        let (w, b) = self.frozen_params();
+        crate::kernels::conv2d_relu(xs, &w, b.as_ref(), self.params)
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        crate::kernels::conv2d::conv2d(xs, &self.weight, self.bias.as_ref(), self.params)
+        let (w, b) = self.frozen_params();
+        crate::kernels::conv2d::conv2d(xs, &w, b.as_ref(), self.params)
     }
 }
 

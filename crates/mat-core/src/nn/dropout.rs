@@ -9,6 +9,7 @@ use crate::rng::SeededRng;
 #[derive(Debug)]
 pub struct Dropout {
     p: f32,
+    seed: u64,
     rng: Mutex<SeededRng>,
 }
 
@@ -18,8 +19,16 @@ impl Dropout {
     pub fn new(p: f32, seed: u64) -> Self {
         Self {
             p,
+            seed,
             rng: Mutex::new(SeededRng::for_purpose(seed, "dropout")),
         }
+    }
+
+    /// Re-keys the mask stream for `epoch`, so that a run resumed at an
+    /// epoch draws the masks an uninterrupted run draws.
+    pub fn start_epoch(&self, epoch: usize) {
+        *self.rng.lock().expect("not poisoned") =
+            SeededRng::for_purpose(self.seed, &format!("dropout/{epoch}"));
     }
 }
 

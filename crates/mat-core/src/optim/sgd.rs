@@ -31,6 +31,25 @@ impl Sgd {
         self.config.lr = lr;
     }
 
+    /// The momentum buffers, in the order of the variables (None before
+    /// a variable's first step): what a checkpoint must keep.
+    pub fn buffers(&self) -> &[Option<Tensor>] {
+        &self.buffers
+    }
+
+    /// Restores the momentum buffers of a checkpoint.
+    pub fn set_buffers(&mut self, buffers: Vec<Option<Tensor>>) -> candle_core::Result<()> {
+        if buffers.len() != self.vars.len() {
+            candle_core::bail!(
+                "{} momentum buffers for {} variables",
+                buffers.len(),
+                self.vars.len()
+            )
+        }
+        self.buffers = buffers;
+        Ok(())
+    }
+
     /// One step: `g = ∇ + wd·p`; `buf = m·buf + g` (`buf = g` at first);
     /// `g = g + m·buf` (Nesterov) or `buf`; `p -= lr·g`.
     pub fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {

@@ -1,16 +1,29 @@
-//! One training loop for every method: epochs, seeded per-epoch shuffle,
-//! piecewise learning rate, SGD, and a log row per epoch. A method is an
-//! [`Objective`]: it turns a batch into a loss and its named terms.
+//! One training loop for every method: epochs, seeded per-epoch shuffle and
+//! augmentation, piecewise learning rate, SGD, evaluation, and a log row per
+//! epoch. A method is an [`Objective`]: it turns a batch into a loss and its
+//! named terms.
+//!
+//! Every random stream is keyed by (seed, purpose, epoch), so a run resumed
+//! from the checkpoint after epoch k continues exactly as the uninterrupted
+//! run would have.
 
+pub mod augment;
+pub mod inner;
 pub mod objective;
+pub mod run;
+pub mod spec;
 
 use std::time::Instant;
 
-use candle_core::{ModuleT, Tensor, Var, D};
+use candle_core::{Tensor, Var, D};
 
-pub use objective::{MatObjective, Natural, Objective};
+pub use augment::Augment;
+pub use inner::{Adversary, InnerMax, Start};
+pub use objective::{AdversarialCe, Mat, Mmc, Natural, Objective, Trades};
 
+use crate::attacks::{run_attack, Pgd};
 use crate::data::Split;
+use crate::models::Classifier;
 use crate::nn::ParamStore;
 use crate::optim::{Sgd, SgdConfig};
 use crate::rng::SeededRng;
@@ -28,6 +41,7 @@ pub struct TrainConfig {
     pub lr_milestones: Vec<usize>,
     pub lr_gamma: f64,
     pub seed: u64,
+    pub augment: Augment,
 }
 
 impl TrainConfig {
@@ -39,17 +53,19 @@ impl TrainConfig {
 }
 
 /// One row of the training log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EpochLog {
     pub epoch: usize,
     pub lr: f64,
     /// Batch means of each loss term, averaged over the epoch.
     pub terms: Vec<(String, f64)>,
     pub clean_accuracy: f64,
+    /// Accuracy under the evaluation PGD, where one is configured.
+    pub pgd_accuracy: Option<f64>,
     pub seconds: f64,
 }
 
-/// Accuracy of `logits(x)` on a split, in eval mode, in batches.
+/// Accuracy of `logits(x)` on a split, in batches.
 pub fn accuracy(
     logits: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
     split: &Split,
@@ -69,64 +85,172 @@ pub fn accuracy(
     Ok(correct as f64 / split.len().max(1) as f64)
 }
 
-/// Trains `model`'s parameters in `store` on `train` with `objective`,
-/// evaluating clean accuracy on `eval` after every epoch; `on_epoch` sees
-/// each log row as it is made (progress, checkpoints).
-pub fn fit<M: ModuleT, O: Objective<M>>(
-    model: &M,
-    store: &ParamStore,
-    objective: &O,
-    train: &Split,
-    eval: &Split,
-    cfg: &TrainConfig,
-    mut on_epoch: impl FnMut(&EpochLog) -> crate::Result<()>,
-) -> crate::Result<Vec<EpochLog>> {
-    let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = Sgd::new(
-        vars,
-        SgdConfig {
-            lr: cfg.lr,
-            momentum: cfg.momentum,
-            weight_decay: cfg.weight_decay,
-            nesterov: cfg.nesterov,
-        },
-    );
-    let mut shuffle = SeededRng::for_purpose(cfg.seed, "shuffle");
-    let mut logs = Vec::new();
-    for epoch in 1..=cfg.epochs {
-        let start = Instant::now();
-        let lr = cfg.lr_at(epoch);
-        opt.set_lr(lr);
-        let order: Vec<u32> = shuffle
+/// Accuracy under `pgd` at `eps` on a split, in batches, with a random start
+/// keyed by `seed` (the same points every epoch).
+pub fn pgd_accuracy(
+    model: &Classifier,
+    split: &Split,
+    pgd: &Pgd,
+    eps: f64,
+    seed: u64,
+    batch: usize,
+) -> crate::Result<f64> {
+    let mut rng = SeededRng::for_purpose(seed, "eval-pgd");
+    let mut robust = 0usize;
+    for start in (0..split.len()).step_by(batch) {
+        let n = batch.min(split.len() - start);
+        let x = split.images.narrow(0, start, n)?;
+        let y = split.labels.narrow(0, start, n)?;
+        let out = run_attack(pgd, model, &x, &y, eps, &mut rng)?;
+        robust += out.success.iter().filter(|s| !**s).count();
+    }
+    Ok(robust as f64 / split.len().max(1) as f64)
+}
+
+/// How each epoch is evaluated.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub split: Split,
+    /// PGD and its eps, run on the first `pgd_limit` samples of `split`.
+    pub pgd: Option<(Pgd, f64)>,
+    pub pgd_limit: usize,
+    pub seed: u64,
+}
+
+impl Evaluation {
+    pub fn clean(split: Split) -> Self {
+        Self {
+            split,
+            pgd: None,
+            pgd_limit: 0,
+            seed: 0,
+        }
+    }
+
+    /// (clean accuracy, PGD accuracy) of `model` in eval mode.
+    pub fn run(&self, model: &Classifier) -> crate::Result<(f64, Option<f64>)> {
+        let clean = accuracy(|x| model.logits_t(x, false), &self.split, 500)?;
+        let pgd = match &self.pgd {
+            None => None,
+            Some((pgd, eps)) => {
+                let sub = self.split.subset(Some(self.pgd_limit), None)?;
+                Some(pgd_accuracy(model, &sub, pgd, *eps, self.seed, 250)?)
+            }
+        };
+        Ok((clean, pgd))
+    }
+}
+
+/// The optimiser and the loop over batches of one model.
+pub struct Trainer<'a> {
+    pub model: &'a Classifier,
+    pub objective: &'a dyn Objective,
+    pub opt: Sgd,
+    pub cfg: TrainConfig,
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(
+        model: &'a Classifier,
+        store: &ParamStore,
+        objective: &'a dyn Objective,
+        cfg: TrainConfig,
+    ) -> Self {
+        let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
+        let opt = Sgd::new(
+            vars,
+            SgdConfig {
+                lr: cfg.lr,
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+                nesterov: cfg.nesterov,
+            },
+        );
+        Self {
+            model,
+            objective,
+            opt,
+            cfg,
+        }
+    }
+
+    /// Trains one epoch (1-based) and returns the epoch means of the loss
+    /// terms; `progress(batches done, batches, running loss)` is called
+    /// after every batch.
+    pub fn epoch(
+        &mut self,
+        epoch: usize,
+        train: &Split,
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> crate::Result<Vec<(String, f64)>> {
+        let seed = self.cfg.seed;
+        self.opt.set_lr(self.cfg.lr_at(epoch));
+        self.model.net.start_epoch(epoch);
+        self.objective.start_epoch(epoch);
+        let order: Vec<u32> = SeededRng::for_purpose(seed, &format!("shuffle/{epoch}"))
             .permutation(train.len())
             .into_iter()
             .map(|i| i as u32)
             .collect();
+        let mut augment_rng = SeededRng::for_purpose(seed, &format!("augment/{epoch}"));
+        let batches = order.len().div_ceil(self.cfg.batch_size);
         let mut sums: Vec<(String, f64)> = Vec::new();
-        let mut batches = 0usize;
-        for chunk in order.chunks(cfg.batch_size) {
+        let mut total = 0.0;
+        for (b, chunk) in order.chunks(self.cfg.batch_size).enumerate() {
             let idx = Tensor::new(chunk, train.images.device())?;
-            let x = train.images.index_select(&idx, 0)?;
+            let x = self
+                .cfg
+                .augment
+                .apply(&train.images.index_select(&idx, 0)?, &mut augment_rng)?;
             let y = train.labels.index_select(&idx, 0)?;
-            let (loss, terms) = objective.loss(model, &x, &y)?;
-            opt.step(&loss.backward()?)?;
+            let (loss, terms) = self.objective.loss(self.model, &x, &y)?;
+            let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            if !value.is_finite() {
+                return Err(crate::Error::Invalid(format!(
+                    "epoch {epoch}, batch {}: the loss is {value} (terms {terms:?}); lower the learning rate",
+                    b + 1
+                )));
+            }
+            self.opt.step(&loss.backward()?)?;
             if sums.is_empty() {
                 sums = terms.iter().map(|(n, _)| (n.clone(), 0.0)).collect();
             }
             for (s, (_, v)) in sums.iter_mut().zip(&terms) {
                 s.1 += v;
             }
-            batches += 1;
+            total += value;
+            progress(b + 1, batches, total / (b + 1) as f64);
         }
-        let clean_accuracy = accuracy(|x| objective.logits(model, x), eval, 500)?;
+        Ok(sums
+            .into_iter()
+            .map(|(n, s)| (n, s / batches.max(1) as f64))
+            .collect())
+    }
+}
+
+/// Trains `model` for `cfg.epochs` epochs, evaluating after each;
+/// `on_epoch` sees each log row as it is made.
+pub fn fit(
+    model: &Classifier,
+    store: &ParamStore,
+    objective: &dyn Objective,
+    train: &Split,
+    eval: &Evaluation,
+    cfg: &TrainConfig,
+    mut on_epoch: impl FnMut(&EpochLog) -> crate::Result<()>,
+) -> crate::Result<Vec<EpochLog>> {
+    let mut trainer = Trainer::new(model, store, objective, cfg.clone());
+    let mut logs = Vec::new();
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        let terms = trainer.epoch(epoch, train, &mut |_, _, _| {})?;
+        let (clean_accuracy, pgd_accuracy) = eval.run(model)?;
         let log = EpochLog {
             epoch,
-            lr,
-            terms: sums
-                .into_iter()
-                .map(|(n, s)| (n, s / batches.max(1) as f64))
-                .collect(),
+            lr: cfg.lr_at(epoch),
+            terms,
             clean_accuracy,
+            pgd_accuracy,
             seconds: start.elapsed().as_secs_f64(),
         };
         on_epoch(&log)?;
@@ -151,6 +275,7 @@ mod tests {
             lr_milestones: vec![55, 75, 90],
             lr_gamma: 0.1,
             seed: 0,
+            augment: Augment::default(),
         };
         assert_eq!(cfg.lr_at(1), 0.01);
         assert_eq!(cfg.lr_at(55), 0.01);

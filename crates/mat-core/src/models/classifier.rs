@@ -1,0 +1,329 @@
+//! A network plus the head that turns its output into class logits, and
+//! the model file every stage exchanges.
+//!
+//! Section 3.3 of the paper: all MMD centers have the same norm, so
+//! `argmax_k cos(phi, mu_k) = argmax_k phi · mu_k`; a MAT model therefore
+//! carries a fixed linear head `W = centers`, bias 0, and outputs ordinary
+//! logits, so every logit-based attack applies to it unchanged. An MMC
+//! model's logits are `-|z - mu_k|^2` (Pang et al., 2020). The feature
+//! layer stays reachable through [`Classifier::features_t`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_nn::VarBuilder;
+
+use super::{small_cnn, wide_resnet, Output};
+use crate::artifact::{Metadata, TensorFile};
+use crate::losses::mmc_logits;
+use crate::{Error, Result};
+
+/// What every network offers besides its forward pass.
+pub trait Network: ModuleT + Send + Sync {
+    /// The activations before the last layer (the features analysed for
+    /// models without centers).
+    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+
+    /// Re-keys the network's own random streams (dropout) for `epoch`.
+    fn start_epoch(&self, _epoch: usize) {}
+}
+
+impl Network for super::SmallCnn {
+    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        super::SmallCnn::penultimate_t(self, xs, train)
+    }
+
+    fn start_epoch(&self, epoch: usize) {
+        self.start_epoch(epoch)
+    }
+}
+
+impl Network for super::WideResNet {
+    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        super::WideResNet::penultimate_t(self, xs, train)
+    }
+}
+
+/// An architecture by name: `small-cnn` or `wrn-DEPTH-WIDEN` (`wrn-34-10`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    SmallCnn,
+    WideResNet { depth: usize, widen: usize },
+}
+
+impl Arch {
+    /// `[C, H, W]` of the images the architecture takes.
+    pub fn input_shape(self) -> [usize; 3] {
+        match self {
+            Arch::SmallCnn => [1, 28, 28],
+            Arch::WideResNet { .. } => [3, 32, 32],
+        }
+    }
+
+    /// Builds the network with `output` as its last layer; `seed` keys dropout.
+    pub fn build(self, output: Output, seed: u64, vb: VarBuilder) -> Result<Box<dyn Network>> {
+        Ok(match self {
+            Arch::SmallCnn => Box::new(small_cnn(output, seed, vb)?),
+            Arch::WideResNet { depth, widen } => {
+                Box::new(wide_resnet(depth, widen, output.dim(), vb)?)
+            }
+        })
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arch::SmallCnn => write!(f, "small-cnn"),
+            Arch::WideResNet { depth, widen } => write!(f, "wrn-{depth}-{widen}"),
+        }
+    }
+}
+
+impl FromStr for Arch {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Invalid(format!(
+                "unknown architecture `{s}`: expected `small-cnn` or `wrn-DEPTH-WIDEN` (e.g. `wrn-34-10`, `wrn-16-4`)"
+            ))
+        };
+        if s == "small-cnn" {
+            return Ok(Arch::SmallCnn);
+        }
+        let rest = s.strip_prefix("wrn-").ok_or_else(bad)?;
+        let (d, w) = rest.split_once('-').ok_or_else(bad)?;
+        let (depth, widen) = (
+            d.parse::<usize>().map_err(|_| bad())?,
+            w.parse::<usize>().map_err(|_| bad())?,
+        );
+        if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 {
+            return Err(Error::Invalid(format!(
+                "architecture `{s}`: WideResNet depth must be 6n+4 >= 10 and widen >= 1"
+            )));
+        }
+        Ok(Arch::WideResNet { depth, widen })
+    }
+}
+
+/// How a network's output becomes class logits.
+#[derive(Debug, Clone)]
+pub enum Head {
+    /// The network outputs logits (natural, AT, TRADES).
+    Identity,
+    /// Section 3.3: `logits = phi · centersᵀ` (MAT).
+    Centers(Tensor),
+    /// `logits_k = -|z - mu_k|^2` (MMC).
+    Mmc(Tensor),
+}
+
+impl Head {
+    fn name(&self) -> &'static str {
+        match self {
+            Head::Identity => "identity",
+            Head::Centers(_) => "centers",
+            Head::Mmc(_) => "mmc",
+        }
+    }
+
+    /// The class centers, where the head has them.
+    pub fn centers(&self) -> Option<&Tensor> {
+        match self {
+            Head::Identity => None,
+            Head::Centers(c) | Head::Mmc(c) => Some(c),
+        }
+    }
+}
+
+/// A network and its head: the unit every stage trains, attacks and analyses.
+pub struct Classifier {
+    pub arch: Arch,
+    pub net: Box<dyn Network>,
+    pub head: Head,
+    pub num_classes: usize,
+}
+
+impl Classifier {
+    /// A new classifier: `arch` ending in `num_classes` logits for the
+    /// identity head, or in a feature layer of the centers' dimension.
+    pub fn build(
+        arch: Arch,
+        head: Head,
+        num_classes: usize,
+        seed: u64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let output = match head.centers() {
+            None => Output::Logits(num_classes),
+            Some(c) => Output::Features(c.dims()[1]),
+        };
+        Ok(Self {
+            arch,
+            net: arch.build(output, seed, vb)?,
+            head,
+            num_classes,
+        })
+    }
+
+    /// The network's output: the feature phi for MAT/MMC, logits otherwise.
+    pub fn features_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.net.forward_t(xs, train)
+    }
+
+    /// Class logits.
+    pub fn logits_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let z = self.features_t(xs, train)?;
+        self.head_logits(&z)
+    }
+
+    /// Applies the head to a network output.
+    pub fn head_logits(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.head {
+            Head::Identity => Ok(z.clone()),
+            Head::Centers(c) => z.matmul(&c.t()?),
+            Head::Mmc(c) => mmc_logits(z, c),
+        }
+    }
+
+    /// Checks that a batch of images `[N, C, H, W]` fits the architecture.
+    pub fn check_input(&self, dims: &[usize]) -> Result<()> {
+        let want = self.arch.input_shape();
+        if dims.len() != 4 || dims[1..] != want {
+            return Err(Error::Invalid(format!(
+                "{} takes images of shape [N, {}, {}, {}], got {dims:?}",
+                self.arch, want[0], want[1], want[2]
+            )));
+        }
+        Ok(())
+    }
+
+    /// The metadata a model file carries about its shape and head.
+    pub fn metadata(&self) -> Metadata {
+        let feature_dim = self.head.centers().map(|c| c.dims()[1]);
+        let mut m = Metadata::new();
+        m.insert("kind".into(), "model".into());
+        m.insert("arch".into(), self.arch.to_string());
+        m.insert("num_classes".into(), self.num_classes.to_string());
+        m.insert(
+            "feature_dim".into(),
+            feature_dim.map(|d| d.to_string()).unwrap_or_default(),
+        );
+        m.insert("head".into(), self.head.name().into());
+        m
+    }
+
+    /// The head's tensors as saved: `head.weight` = the centers, and for the
+    /// linear head of Section 3.3 also `head.bias` = 0, so the file loads
+    /// into a PyTorch module that ends in `nn.Linear`.
+    pub fn head_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(match &self.head {
+            Head::Identity => vec![],
+            Head::Centers(c) => vec![
+                ("head.weight".into(), c.clone()),
+                (
+                    "head.bias".into(),
+                    Tensor::zeros(c.dims()[0], DType::F32, c.device())?,
+                ),
+            ],
+            Head::Mmc(c) => vec![("head.weight".into(), c.clone())],
+        })
+    }
+
+    /// Loads a model file written by `mat-train`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let file = TensorFile::read(path, device)?;
+        Self::from_file(&file)
+    }
+
+    /// Builds the classifier a model file describes.
+    pub fn from_file(file: &TensorFile) -> Result<Self> {
+        let path = &file.path;
+        let meta_err = |key: &str, expected: &str, found: &str| Error::Metadata {
+            path: path.clone(),
+            key: key.into(),
+            expected: expected.into(),
+            found: found.into(),
+        };
+        let arch: Arch = file
+            .meta("arch")?
+            .parse()
+            .map_err(|e: Error| meta_err("arch", "a known architecture", &e.to_string()))?;
+        let num_classes: usize = file.meta("num_classes")?.parse().map_err(|_| {
+            meta_err(
+                "num_classes",
+                "an integer",
+                file.meta("num_classes").unwrap(),
+            )
+        })?;
+        let head_name = file.meta("head")?;
+        let head = match head_name {
+            "identity" => Head::Identity,
+            "centers" | "mmc" => {
+                let c = file
+                    .expect("head.weight", DType::F32, &[Some(num_classes), None])?
+                    .clone();
+                if head_name == "centers" {
+                    Head::Centers(c)
+                } else {
+                    Head::Mmc(c)
+                }
+            }
+            other => return Err(meta_err("head", "identity, centers or mmc", other)),
+        };
+        let output = match head.centers() {
+            None => Output::Logits(num_classes),
+            Some(c) => Output::Features(c.dims()[1]),
+        };
+        let tensors: HashMap<String, Tensor> = file
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.starts_with("head."))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        let device = file
+            .tensors
+            .values()
+            .next()
+            .map(|t| t.device().clone())
+            .unwrap_or(Device::Cpu);
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let net = arch.build(output, 0, vb).map_err(|e| {
+            Error::format(
+                path,
+                format!("does not hold a {arch} with {num_classes} classes: {e}"),
+            )
+        })?;
+        Ok(Self {
+            arch,
+            net,
+            head,
+            num_classes,
+        })
+    }
+}
+
+impl crate::attacks::Logits for Classifier {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.logits_t(x, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names_round_trip_and_bad_names_are_explained() {
+        for s in ["small-cnn", "wrn-34-10", "wrn-16-4"] {
+            assert_eq!(s.parse::<Arch>().unwrap().to_string(), s);
+        }
+        for bad in ["resnet", "wrn-15-4", "wrn-16", "wrn-a-b", "wrn-16-0"] {
+            let e = bad.parse::<Arch>().unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! A whole `mat-train` run: config → data, centers and model (every check
+//! before any training), epochs with a checkpoint and a log after each,
+//! resume, and the final model file.
+//!
+//! Files in the output directory, each written atomically:
+//! - `checkpoint.safetensors`: weights, momentum buffers (`momentum/NAME`),
+//!   the epoch and the log so far (metadata), after every epoch;
+//! - `train_log.parquet`: one row per epoch (each loss term as `loss_TERM`,
+//!   lr, clean and PGD accuracy, seconds), after every epoch;
+//! - `model.safetensors`: weights, head and provenance, at the end.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::spec::TrainSpec;
+use super::{EpochLog, Evaluation, Trainer};
+use crate::artifact::{hash_file, write_table, write_tensors, Columns, Metadata, TensorFile};
+use crate::centers::Centers;
+use crate::data::{self, DataDir, Split};
+use crate::models::{Arch, Classifier, Head};
+use crate::nn::ParamStore;
+use crate::{Error, Result};
+
+/// What a run reports while it works.
+pub enum Event<'a> {
+    /// Training continues after this epoch of a checkpoint.
+    Resumed {
+        epoch: usize,
+    },
+    /// An epoch begins.
+    EpochStart {
+        epoch: usize,
+        batches: usize,
+    },
+    Batch {
+        done: usize,
+        loss: f64,
+    },
+    Epoch(&'a EpochLog),
+}
+
+/// Everything a run needs, loaded and checked.
+pub struct Prepared {
+    pub spec: TrainSpec,
+    pub arch: Arch,
+    pub train: Split,
+    pub eval: Evaluation,
+    pub store: ParamStore,
+    pub model: Classifier,
+    pub dataset_hash: String,
+    pub centers_hash: Option<String>,
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const TRAIN_LOG: &str = "train_log.parquet";
+pub const MODEL: &str = "model.safetensors";
+
+/// Loads the data and the centers and builds the model; every problem with
+/// the config, the data or the centers is an error here, before training.
+pub fn prepare(spec: TrainSpec, data_dir: &DataDir, device: &Device) -> Result<Prepared> {
+    let arch = spec.validate()?;
+    let ds = data::load(data_dir, &spec.dataset)?;
+    let image = ds.image_shape();
+    if image != arch.input_shape() {
+        let want = arch.input_shape();
+        return Err(Error::Invalid(format!(
+            "dataset `{}` has images of shape {image:?}, but {arch} takes {want:?}; pick an architecture for this dataset",
+            spec.dataset
+        )));
+    }
+    let classes = ds.num_classes();
+    let (head, centers_hash) = match &spec.centers {
+        None => (Head::Identity, None),
+        Some(path) => {
+            let c = Centers::read(path, None)?;
+            if c.classes != classes {
+                return Err(Error::Metadata {
+                    path: path.clone(),
+                    key: "num_classes".into(),
+                    expected: format!("{classes} (the classes of dataset `{}`)", spec.dataset),
+                    found: c.classes.to_string(),
+                });
+            }
+            if c.dim + 1 < c.classes {
+                return Err(Error::Metadata {
+                    path: path.clone(),
+                    key: "feature_dim".into(),
+                    expected: format!("at least {} for {} classes", c.classes - 1, c.classes),
+                    found: c.dim.to_string(),
+                });
+            }
+            let head = match spec.method {
+                super::spec::Method::Mmc => Head::Mmc(c.centers.to_device(device)?),
+                _ => Head::Centers(c.centers.to_device(device)?),
+            };
+            (head, Some(hash_file(path)?))
+        }
+    };
+    let store = ParamStore::new(spec.seed);
+    let model = Classifier::build(arch, head, classes, spec.seed, store.var_builder(device))?;
+    let train = ds
+        .train
+        .subset(spec.train_limit, spec.train_limit.map(|_| spec.seed))?
+        .to_device(device)?;
+    let eval_split = ds
+        .test
+        .subset(spec.eval.limit, spec.eval.limit.map(|_| spec.seed))?
+        .to_device(device)?;
+    let eval = Evaluation {
+        pgd: spec.eval_pgd(),
+        pgd_limit: spec.eval.pgd.as_ref().map_or(0, |p| p.limit),
+        seed: spec.seed,
+        split: eval_split,
+    };
+    let dataset_hash = data_hash(&train)?;
+    Ok(Prepared {
+        spec,
+        arch,
+        train,
+        eval,
+        store,
+        model,
+        dataset_hash,
+        centers_hash,
+    })
+}
+
+/// blake3 of the training images and labels as used (after the subset).
+fn data_hash(split: &Split) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    for v in split.images.flatten_all()?.to_vec1::<f32>()? {
+        h.update(&v.to_le_bytes());
+    }
+    for v in split.labels.to_vec1::<u32>()? {
+        h.update(&v.to_le_bytes());
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+impl Prepared {
+    /// Provenance every output carries.
+    pub fn metadata(&self) -> Result<Metadata> {
+        let mut m = self.model.metadata();
+        let spec = &self.spec;
+        let yaml = serde_yaml::to_string(spec)
+            .map_err(|e| Error::Invalid(format!("cannot serialise the config: {e}")))?;
+        m.insert("method".into(), spec.method.name().into());
+        m.insert("dataset".into(), spec.dataset.clone());
+        m.insert("dataset_hash".into(), self.dataset_hash.clone());
+        m.insert(
+            "centers_hash".into(),
+            self.centers_hash.clone().unwrap_or_default(),
+        );
+        m.insert("config".into(), yaml);
+        m.insert("config_hash".into(), crate::config::hash(spec)?);
+        m.insert("seed".into(), spec.seed.to_string());
+        m.insert("alpha".into(), spec.mat.alpha.to_string());
+        m.insert("beta".into(), spec.mat.beta.to_string());
+        m.insert("trades_beta".into(), spec.trades.beta.to_string());
+        if let Some(a) = &spec.adversary {
+            m.insert("train_eps".into(), a.eps.to_string());
+        }
+        m.insert(
+            "producer".into(),
+            format!("mat-core {}", env!("CARGO_PKG_VERSION")),
+        );
+        Ok(m)
+    }
+
+    /// The config's hash without `optim.epochs`: a run may be resumed to
+    /// train for more epochs than it first asked for, nothing else may change.
+    fn resume_hash(&self) -> Result<String> {
+        let mut spec = self.spec.clone();
+        spec.optim.epochs = 0;
+        crate::config::hash(&spec)
+    }
+
+    fn write_checkpoint(&self, path: &Path, trainer: &Trainer, logs: &[EpochLog]) -> Result<()> {
+        let vars = self.store.vars();
+        let mut tensors: Vec<(String, Tensor)> = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        for ((n, _), b) in vars.iter().zip(trainer.opt.buffers()) {
+            if let Some(b) = b {
+                tensors.push((format!("momentum/{n}"), b.clone()));
+            }
+        }
+        let mut meta = self.metadata()?;
+        meta.insert("kind".into(), "checkpoint".into());
+        meta.insert("resume_hash".into(), self.resume_hash()?);
+        meta.insert("epoch".into(), logs.len().to_string());
+        meta.insert("train_log".into(), log_json(logs));
+        write_tensors(path, tensors.iter().map(|(n, t)| (n.as_str(), t)), &meta)
+    }
+
+    /// Restores weights, momentum and the log from a checkpoint of this
+    /// same config; returns the log so far.
+    fn resume(&self, path: &Path, trainer: &mut Trainer) -> Result<Vec<EpochLog>> {
+        let device = self.train.images.device();
+        let file = TensorFile::read(path, device)?;
+        let want = self.resume_hash()?;
+        if file.meta("resume_hash")? != want {
+            return Err(Error::Metadata {
+                path: path.to_path_buf(),
+                key: "resume_hash".into(),
+                expected: format!("{want} (this config, whatever its optim.epochs)"),
+                found: format!(
+                    "{} (the checkpoint was written with another config; remove it or run without --resume)",
+                    file.meta("resume_hash")?
+                ),
+            });
+        }
+        let vars = self.store.vars();
+        let mut buffers = Vec::with_capacity(vars.len());
+        for (name, var) in &vars {
+            let t = file.expect(
+                name,
+                DType::F32,
+                &var.dims().iter().map(|&d| Some(d)).collect::<Vec<_>>(),
+            )?;
+            var.set(t)?;
+            buffers.push(file.tensors.get(&format!("momentum/{name}")).cloned());
+        }
+        trainer.opt.set_buffers(buffers)?;
+        parse_log_json(file.meta("train_log")?).map_err(|what| Error::Metadata {
+            path: path.to_path_buf(),
+            key: "train_log".into(),
+            expected: "the JSON log rows".into(),
+            found: what,
+        })
+    }
+
+    /// Trains (or resumes) into `out` and writes the model file.
+    pub fn run(
+        &self,
+        out: &Path,
+        resume: bool,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<Vec<EpochLog>> {
+        std::fs::create_dir_all(out).map_err(|e| Error::Io {
+            path: out.to_path_buf(),
+            source: e,
+        })?;
+        let objective = self.spec.objective()?;
+        let cfg = self.spec.train_config();
+        let mut trainer = Trainer::new(&self.model, &self.store, objective.as_ref(), cfg.clone());
+        let checkpoint = out.join(CHECKPOINT);
+        let mut logs = Vec::new();
+        if resume && checkpoint.exists() {
+            logs = self.resume(&checkpoint, &mut trainer)?;
+            events(Event::Resumed { epoch: logs.len() });
+        }
+        let batches = self.train.len().div_ceil(cfg.batch_size);
+        for epoch in logs.len() + 1..=cfg.epochs {
+            let start = Instant::now();
+            events(Event::EpochStart { epoch, batches });
+            let terms = trainer.epoch(epoch, &self.train, &mut |done, _, loss| {
+                events(Event::Batch { done, loss })
+            })?;
+            let (clean_accuracy, pgd_accuracy) = self.eval.run(&self.model)?;
+            logs.push(EpochLog {
+                epoch,
+                lr: cfg.lr_at(epoch),
+                terms,
+                clean_accuracy,
+                pgd_accuracy,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+            self.write_checkpoint(&checkpoint, &trainer, &logs)?;
+            self.write_log(&out.join(TRAIN_LOG), &logs)?;
+            events(Event::Epoch(logs.last().expect("just pushed")));
+        }
+        self.write_model(&out.join(MODEL), &logs)?;
+        Ok(logs)
+    }
+
+    fn write_log(&self, path: &Path, logs: &[EpochLog]) -> Result<()> {
+        let mut cols = Columns::new()
+            .u32("epoch", logs.iter().map(|l| l.epoch as u32).collect())
+            .f64("lr", logs.iter().map(|l| l.lr).collect());
+        let names: Vec<String> = logs
+            .first()
+            .map(|l| l.terms.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        for (i, n) in names.iter().enumerate() {
+            cols = cols.f64(
+                &format!("loss_{n}"),
+                logs.iter().map(|l| l.terms[i].1).collect(),
+            );
+        }
+        let cols = cols
+            .f64(
+                "clean_accuracy",
+                logs.iter().map(|l| l.clean_accuracy).collect(),
+            )
+            .f64(
+                "pgd_accuracy",
+                logs.iter()
+                    .map(|l| l.pgd_accuracy.unwrap_or(f64::NAN))
+                    .collect(),
+            )
+            .f64("seconds", logs.iter().map(|l| l.seconds).collect());
+        let mut meta = self.metadata()?;
+        meta.insert("kind".into(), "train_log".into());
+        meta.insert(
+            "pgd_accuracy".into(),
+            match &self.spec.eval.pgd {
+                Some(p) => format!(
+                    "PGD-L∞ eps {} {} steps of {} on the first {} evaluation samples (NaN: not run)",
+                    p.eps, p.steps, p.step_size, p.limit
+                ),
+                None => "not run (no eval.pgd in the config): NaN".into(),
+            },
+        );
+        write_table(path, cols, meta)
+    }
+
+    fn write_model(&self, path: &Path, logs: &[EpochLog]) -> Result<()> {
+        let vars = self.store.vars();
+        let mut tensors: Vec<(String, Tensor)> = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        tensors.extend(self.model.head_tensors()?);
+        let mut meta = self.metadata()?;
+        meta.insert("epochs".into(), logs.len().to_string());
+        if let Some(last) = logs.last() {
+            meta.insert("clean_accuracy".into(), last.clean_accuracy.to_string());
+        }
+        write_tensors(path, tensors.iter().map(|(n, t)| (n.as_str(), t)), &meta)
+    }
+}
+
+/// The log rows as JSON (kept in the checkpoint's metadata).
+fn log_json(logs: &[EpochLog]) -> String {
+    let rows: Vec<serde_json::Value> = logs
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "epoch": l.epoch,
+                "lr": l.lr,
+                "terms": l.terms,
+                "clean_accuracy": l.clean_accuracy,
+                "pgd_accuracy": l.pgd_accuracy,
+                "seconds": l.seconds,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+fn parse_log_json(text: &str) -> std::result::Result<Vec<EpochLog>, String> {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    rows.iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_f64().ok_or(format!("row without `{k}`"));
+            Ok(EpochLog {
+                epoch: f("epoch")? as usize,
+                lr: f("lr")?,
+                terms: serde_json::from_value(r["terms"].clone()).map_err(|e| e.to_string())?,
+                clean_accuracy: f("clean_accuracy")?,
+                pgd_accuracy: r["pgd_accuracy"].as_f64(),
+                seconds: f("seconds")?,
+            })
+        })
+        .collect()
+}
+
+/// The default output file names inside `dir`.
+pub fn outputs(dir: &Path) -> [PathBuf; 3] {
+    [dir.join(MODEL), dir.join(TRAIN_LOG), dir.join(CHECKPOINT)]
+}

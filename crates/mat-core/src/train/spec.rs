@@ -1,0 +1,414 @@
+//! The YAML config of `mat-train` (see `pipelines/train/*.yaml`): what to
+//! train, how, and how to evaluate each epoch. Unknown keys are errors;
+//! every value is checked before any work starts.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AdversarialCe, Adversary, Augment, InnerMax, Mat, Mmc, Natural, Objective, Start, Trades,
+    TrainConfig,
+};
+use crate::attacks::Pgd;
+use crate::models::Arch;
+use crate::{Error, Result};
+
+/// The training methods of Table 2 and 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Natural,
+    At,
+    Trades,
+    Mmc,
+    Mat,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Natural => "natural",
+            Method::At => "at",
+            Method::Trades => "trades",
+            Method::Mmc => "mmc",
+            Method::Mat => "mat",
+        }
+    }
+
+    /// MAT and MMC train a feature layer against fixed class centers.
+    pub fn uses_centers(self) -> bool {
+        matches!(self, Method::Mmc | Method::Mat)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSpec {
+    pub epochs: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    pub lr: f64,
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    /// Epochs after which the learning rate is multiplied by `lr_gamma`.
+    #[serde(default)]
+    pub lr_milestones: Vec<usize>,
+    #[serde(default = "default_gamma")]
+    pub lr_gamma: f64,
+}
+
+fn default_batch() -> usize {
+    128
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_gamma() -> f64 {
+    0.1
+}
+
+/// The inner maximisation of AT, TRADES, adversarial MMC and BIBO (L∞).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdversarySpec {
+    pub eps: f64,
+    pub steps: usize,
+    pub step_size: f64,
+    /// Grow eps linearly over the first epochs (0: off).
+    #[serde(default)]
+    pub warmup_epochs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatSpec {
+    /// Weight of the SO loss (Eq. 9); 0 turns it off.
+    #[serde(default)]
+    pub alpha: f64,
+    /// Weight of the BIBO loss (Eq. 9); 0 turns it off.
+    #[serde(default)]
+    pub beta: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TradesSpec {
+    #[serde(default = "default_trades_beta")]
+    pub beta: f64,
+}
+
+fn default_trades_beta() -> f64 {
+    6.0
+}
+
+impl Default for TradesSpec {
+    fn default() -> Self {
+        Self {
+            beta: default_trades_beta(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmcSpec {
+    /// Train on targeted PGD examples (needs `adversary`).
+    #[serde(default)]
+    pub adversarial: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSpec {
+    #[serde(default)]
+    pub crop_padding: usize,
+    #[serde(default)]
+    pub flip: bool,
+}
+
+/// The PGD-L∞ run on a fixed evaluation subset after every epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalPgdSpec {
+    pub eps: f64,
+    pub steps: usize,
+    pub step_size: f64,
+    /// How many evaluation samples PGD runs on.
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Test samples for the clean accuracy (a seeded subset); all if absent.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub pgd: Option<EvalPgdSpec>,
+}
+
+/// A `mat-train` config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    pub method: Method,
+    /// `small-cnn` or `wrn-DEPTH-WIDEN`.
+    pub arch: String,
+    /// A dataset of `data/datasets.yaml`.
+    pub dataset: String,
+    #[serde(default)]
+    pub seed: u64,
+    /// Train on a seeded subset of this many images; all if absent.
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    /// The class centers file (from `mat-centers`) for MAT and MMC.
+    #[serde(default)]
+    pub centers: Option<PathBuf>,
+    pub optim: OptimSpec,
+    #[serde(default)]
+    pub adversary: Option<AdversarySpec>,
+    #[serde(default)]
+    pub mat: MatSpec,
+    #[serde(default)]
+    pub trades: TradesSpec,
+    #[serde(default)]
+    pub mmc: MmcSpec,
+    #[serde(default)]
+    pub augment: AugmentSpec,
+    #[serde(default)]
+    pub eval: EvalSpec,
+}
+
+fn bad(field: &str, expected: &str, found: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("{field}: expected {expected}, found {found}"))
+}
+
+fn positive(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(field, "a number > 0", v))
+    }
+}
+
+fn non_negative(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(bad(field, "a number >= 0", v))
+    }
+}
+
+impl TrainSpec {
+    /// Checks every value; the first problem is the error.
+    pub fn validate(&self) -> Result<Arch> {
+        let arch: Arch = self
+            .arch
+            .parse()
+            .map_err(|e: Error| Error::Invalid(format!("arch: {e}")))?;
+        let o = &self.optim;
+        if o.epochs == 0 {
+            return Err(bad("optim.epochs", "at least 1", 0));
+        }
+        if o.batch_size == 0 {
+            return Err(bad("optim.batch_size", "at least 1", 0));
+        }
+        positive("optim.lr", o.lr)?;
+        non_negative("optim.momentum", o.momentum)?;
+        non_negative("optim.weight_decay", o.weight_decay)?;
+        non_negative("optim.lr_gamma", o.lr_gamma)?;
+        if let Some(a) = &self.adversary {
+            non_negative("adversary.eps", a.eps)?;
+            positive("adversary.step_size", a.step_size)?;
+            if a.steps == 0 {
+                return Err(bad("adversary.steps", "at least 1", 0));
+            }
+        }
+        non_negative("mat.alpha", self.mat.alpha)?;
+        non_negative("mat.beta", self.mat.beta)?;
+        non_negative("trades.beta", self.trades.beta)?;
+        if let Some(p) = &self.eval.pgd {
+            non_negative("eval.pgd.eps", p.eps)?;
+            positive("eval.pgd.step_size", p.step_size)?;
+            if p.steps == 0 {
+                return Err(bad("eval.pgd.steps", "at least 1", 0));
+            }
+        }
+        let m = self.method;
+        let needs_adversary = match m {
+            Method::At | Method::Trades => true,
+            Method::Mmc => self.mmc.adversarial,
+            Method::Mat => self.mat.beta > 0.0,
+            Method::Natural => false,
+        };
+        if needs_adversary && self.adversary.is_none() {
+            let why = match m {
+                Method::Mmc => "mmc.adversarial is true",
+                Method::Mat => "mat.beta > 0 (BIBO)",
+                _ => "the method trains on adversarial examples",
+            };
+            return Err(Error::Invalid(format!(
+                "adversary: method `{}` needs an `adversary:` section (eps, steps, step_size) because {why}",
+                m.name()
+            )));
+        }
+        if m.uses_centers() && self.centers.is_none() {
+            return Err(Error::Invalid(format!(
+                "centers: method `{}` needs a centers file (write one with `mat-centers`)",
+                m.name()
+            )));
+        }
+        if !m.uses_centers() && self.centers.is_some() {
+            return Err(Error::Invalid(format!(
+                "centers: method `{}` has no centers; only mat and mmc use them",
+                m.name()
+            )));
+        }
+        Ok(arch)
+    }
+
+    fn adversary(&self, start: Start) -> Option<Adversary> {
+        self.adversary.as_ref().map(|a| {
+            Adversary::new(
+                InnerMax {
+                    eps: a.eps,
+                    steps: a.steps,
+                    step_size: a.step_size,
+                    start,
+                    warmup_epochs: a.warmup_epochs,
+                },
+                self.seed,
+            )
+        })
+    }
+
+    /// The objective of the method. AT starts its inner PGD uniformly in
+    /// the ball (Madry et al.); TRADES and BIBO at `x + 0.001·N(0, 1)` (TRADES'
+    /// code); adversarial MMC uniformly.
+    pub fn objective(&self) -> Result<Box<dyn Objective>> {
+        let missing = || Error::Invalid("adversary: missing".into());
+        Ok(match self.method {
+            Method::Natural => Box::new(Natural),
+            Method::At => Box::new(AdversarialCe {
+                adversary: self.adversary(Start::Uniform).ok_or_else(missing)?,
+            }),
+            Method::Trades => Box::new(Trades {
+                beta: self.trades.beta,
+                adversary: self.adversary(Start::Gaussian(0.001)).ok_or_else(missing)?,
+            }),
+            Method::Mmc => Box::new(Mmc::new(
+                if self.mmc.adversarial {
+                    Some(self.adversary(Start::Uniform).ok_or_else(missing)?)
+                } else {
+                    None
+                },
+                self.seed,
+            )),
+            Method::Mat => Box::new(Mat {
+                alpha: self.mat.alpha,
+                beta: self.mat.beta,
+                adversary: if self.mat.beta > 0.0 {
+                    self.adversary(Start::Gaussian(0.001))
+                } else {
+                    None
+                },
+            }),
+        })
+    }
+
+    pub fn train_config(&self) -> TrainConfig {
+        let o = &self.optim;
+        TrainConfig {
+            epochs: o.epochs,
+            batch_size: o.batch_size,
+            lr: o.lr,
+            momentum: o.momentum,
+            weight_decay: o.weight_decay,
+            nesterov: o.nesterov,
+            lr_milestones: o.lr_milestones.clone(),
+            lr_gamma: o.lr_gamma,
+            seed: self.seed,
+            augment: Augment {
+                crop_padding: self.augment.crop_padding,
+                flip: self.augment.flip,
+            },
+        }
+    }
+
+    /// The evaluation PGD and its eps.
+    pub fn eval_pgd(&self) -> Option<(Pgd, f64)> {
+        self.eval
+            .pgd
+            .as_ref()
+            .map(|p| (Pgd::linf(p.steps, p.step_size), p.eps))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> TrainSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const BASE: &str =
+        "method: natural\narch: small-cnn\ndataset: mnist-10k\noptim: {epochs: 1, lr: 0.01}\n";
+
+    #[test]
+    fn defaults_follow_trades() {
+        let s = spec(BASE);
+        assert_eq!(s.optim.batch_size, 128);
+        assert_eq!(s.optim.momentum, 0.9);
+        assert_eq!(s.trades.beta, 6.0);
+        assert_eq!(s.validate().unwrap(), Arch::SmallCnn);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_field() {
+        let cases = [
+            ("optim.lr", "optim: {epochs: 1, lr: -0.1}"),
+            ("optim.epochs", "optim: {epochs: 0, lr: 0.1}"),
+            (
+                "adversary.eps",
+                "adversary: {eps: -0.3, steps: 1, step_size: 0.1}",
+            ),
+            ("arch", "arch: resnet-9"),
+            ("mat.beta", "mat: {beta: -1}"),
+        ];
+        for (field, patch) in cases {
+            let mut v: serde_yaml::Value = serde_yaml::from_str(BASE).unwrap();
+            let p: serde_yaml::Value = serde_yaml::from_str(patch).unwrap();
+            for (k, val) in p.as_mapping().unwrap() {
+                v.as_mapping_mut().unwrap().insert(k.clone(), val.clone());
+            }
+            let s: TrainSpec = serde_yaml::from_value(v).unwrap();
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
+        let e = serde_yaml::from_str::<TrainSpec>(&BASE.replace("natural", "madry"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `madry`"), "{e}");
+        let mut at = spec(&BASE.replace("natural", "at"));
+        assert!(at.validate().unwrap_err().to_string().contains("adversary"));
+        at.adversary = Some(AdversarySpec {
+            eps: 0.3,
+            steps: 10,
+            step_size: 0.03,
+            warmup_epochs: 0,
+        });
+        at.validate().unwrap();
+        let mat = spec(&BASE.replace("natural", "mat"));
+        assert!(mat
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("centers"));
+    }
+}
