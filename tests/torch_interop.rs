@@ -1,28 +1,74 @@
-//! A SmallCNN trained here loads into TRADES' PyTorch module with
-//! `load_state_dict(strict=True)` and gives the same logits on real MNIST
-//! digits: this checks the weight names, the layouts, and our convolution,
-//! pooling and ReLU kernels against PyTorch's. Runs when PyTorch is
-//! importable (`just bench` installs it), else prints why it skipped.
+//! Models trained here load into the reference PyTorch modules with
+//! `load_state_dict(strict=True)` and give the same logits: SmallCNN (TRADES'
+//! MNIST net) on real MNIST digits, and a WideResNet whose BatchNorm running
+//! statistics moved during training. This checks the weight names, the
+//! layouts, BatchNorm's train/eval semantics, and our convolution, pooling
+//! and ReLU kernels against PyTorch's. Runs when PyTorch is importable
+//! (`just bench` installs it), else prints why it skipped.
 
 use std::path::Path;
 use std::process::Command;
 
-use candle_core::{Device, ModuleT, Var};
+use candle_core::{Device, ModuleT, Tensor, Var};
 use mat_core::artifact::{write_tensors, Metadata};
 use mat_core::data::{self, DataDir};
-use mat_core::models::{small_cnn, Output};
+use mat_core::models::{small_cnn, Arch, Classifier, Head, Output};
 use mat_core::nn::ParamStore;
 use mat_core::optim::{Sgd, SgdConfig};
+use mat_core::SeededRng;
 
-#[test]
-fn smallcnn_loads_into_pytorch_and_gives_the_same_logits() {
+fn torch_available() -> bool {
     let probe = Command::new("python3")
         .args(["-c", "import torch, safetensors"])
         .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+    let ok = probe.as_ref().is_ok_and(|o| o.status.success());
+    if !ok {
         eprintln!(
             "skipped: python3 with torch and safetensors not found (`just bench` installs torch)"
         );
+    }
+    ok
+}
+
+/// Runs tests/torch_check.py on a saved model and the (x, logits) pair.
+fn check_in_torch(arch: &str, model_path: &Path, x: &Tensor, logits: &Tensor) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let io_path = dir.path().join("io.safetensors");
+    write_tensors(&io_path, [("x", x), ("logits", logits)], &Metadata::new()).unwrap();
+    let out = Command::new("python3")
+        .arg(root.join("tests/torch_check.py"))
+        .arg(arch)
+        .args([model_path, &io_path])
+        .env("PYTHONPATH", root.join("crates/mat-core/benches"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("logits match"), "{stdout}");
+    eprintln!("{}", stdout.trim());
+}
+
+fn sgd(store: &ParamStore, lr: f64) -> Sgd {
+    let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
+    Sgd::new(
+        vars,
+        SgdConfig {
+            lr,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+    )
+}
+
+#[test]
+fn smallcnn_loads_into_pytorch_and_gives_the_same_logits() {
+    if !torch_available() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -32,16 +78,7 @@ fn smallcnn_loads_into_pytorch_and_gives_the_same_logits() {
     let store = ParamStore::new(3);
     let model = small_cnn(Output::Logits(10), 3, store.var_builder(&d)).unwrap();
     // A few SGD steps, so that fc3 (zero at init) and every other layer matter.
-    let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = Sgd::new(
-        vars,
-        SgdConfig {
-            lr: 0.05,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            nesterov: false,
-        },
-    );
+    let mut opt = sgd(&store, 0.05);
     let train = ds.train.subset(Some(640), Some(1)).unwrap();
     for i in 0..5 {
         let x = train.images.narrow(0, i * 128, 128).unwrap();
@@ -56,21 +93,39 @@ fn smallcnn_loads_into_pytorch_and_gives_the_same_logits() {
 
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("model.safetensors");
-    let io_path = dir.path().join("io.safetensors");
     store.save(&model_path, &Metadata::new()).unwrap();
-    write_tensors(&io_path, [("x", &x), ("logits", &logits)], &Metadata::new()).unwrap();
-    let out = Command::new("python3")
-        .arg(root.join("tests/torch_check.py"))
-        .args([&model_path, &io_path])
-        .env("PYTHONPATH", root.join("crates/mat-core/benches"))
-        .output()
+    check_in_torch("small-cnn", &model_path, &x, &logits);
+}
+
+/// WRN-16-2 after a few SGD steps in train mode (batch statistics, running
+/// averages updated), saved as `mat-train` saves it, evaluated in eval mode.
+#[test]
+fn wide_resnet_loads_into_pytorch_and_gives_the_same_logits() {
+    if !torch_available() {
+        return;
+    }
+    let d = Device::Cpu;
+    let store = ParamStore::new(4);
+    let arch = Arch::WideResNet {
+        depth: 16,
+        widen: 2,
+    };
+    let model = Classifier::build(arch, Head::Identity, 10, 4, store.var_builder(&d)).unwrap();
+    let mut opt = sgd(&store, 0.05);
+    let mut rng = SeededRng::new(9);
+    for _ in 0..3 {
+        let x = rng.uniform((32, 3, 32, 32), 0.0, 1.0, &d).unwrap();
+        let y: Vec<u32> = (0..32).map(|_| rng.below(10) as u32).collect();
+        let y = Tensor::new(y.as_slice(), &d).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&model.logits_t(&x, true).unwrap(), &y).unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+    }
+    let x = rng.uniform((8, 3, 32, 32), 0.0, 1.0, &d).unwrap();
+    let logits = model.logits_t(&x, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("model.safetensors");
+    model
+        .save(&model_path, &store, &Metadata::new(), 3)
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("logits match"), "{stdout}");
-    eprintln!("{}", stdout.trim());
+    check_in_torch("wrn-16-2", &model_path, &x, &logits);
 }

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{small_cnn, wide_resnet, Output};
+use super::{resnet_v2, small_cnn, vgg_mnist, wide_resnet, Output};
 use crate::artifact::{Metadata, TensorFile};
 use crate::losses::mmc_logits;
 use crate::{Error, Result};
@@ -41,25 +41,39 @@ impl Network for super::SmallCnn {
     }
 }
 
+impl Network for super::Vgg {
+    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        super::Vgg::penultimate_t(self, xs, train)
+    }
+
+    fn start_epoch(&self, epoch: usize) {
+        self.start_epoch(epoch)
+    }
+}
+
 impl Network for super::WideResNet {
     fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         super::WideResNet::penultimate_t(self, xs, train)
     }
 }
 
-/// An architecture by name: `small-cnn` or `wrn-DEPTH-WIDEN` (`wrn-34-10`).
+/// An architecture by name: `small-cnn` (TRADES' MNIST net), `vgg-mnist`
+/// (the paper's MNIST model), `wrn-DEPTH-WIDEN` (`wrn-34-10`, the paper's
+/// CIFAR-10 model) or `resnet-v2-DEPTH` (`resnet-v2-32`, MMC's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     SmallCnn,
+    VggMnist,
     WideResNet { depth: usize, widen: usize },
+    ResNetV2 { depth: usize },
 }
 
 impl Arch {
     /// `[C, H, W]` of the images the architecture takes.
     pub fn input_shape(self) -> [usize; 3] {
         match self {
-            Arch::SmallCnn => [1, 28, 28],
-            Arch::WideResNet { .. } => [3, 32, 32],
+            Arch::SmallCnn | Arch::VggMnist => [1, 28, 28],
+            Arch::WideResNet { .. } | Arch::ResNetV2 { .. } => [3, 32, 32],
         }
     }
 
@@ -67,9 +81,11 @@ impl Arch {
     pub fn build(self, output: Output, seed: u64, vb: VarBuilder) -> Result<Box<dyn Network>> {
         Ok(match self {
             Arch::SmallCnn => Box::new(small_cnn(output, seed, vb)?),
+            Arch::VggMnist => Box::new(vgg_mnist(output.dim(), seed, vb)?),
             Arch::WideResNet { depth, widen } => {
                 Box::new(wide_resnet(depth, widen, output.dim(), vb)?)
             }
+            Arch::ResNetV2 { depth } => Box::new(resnet_v2(depth, output.dim(), vb)?),
         })
     }
 }
@@ -78,7 +94,9 @@ impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Arch::SmallCnn => write!(f, "small-cnn"),
+            Arch::VggMnist => write!(f, "vgg-mnist"),
             Arch::WideResNet { depth, widen } => write!(f, "wrn-{depth}-{widen}"),
+            Arch::ResNetV2 { depth } => write!(f, "resnet-v2-{depth}"),
         }
     }
 }
@@ -89,11 +107,22 @@ impl FromStr for Arch {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Invalid(format!(
-                "unknown architecture `{s}`: expected `small-cnn` or `wrn-DEPTH-WIDEN` (e.g. `wrn-34-10`, `wrn-16-4`)"
+                "unknown architecture `{s}`: expected `small-cnn`, `vgg-mnist`, `wrn-DEPTH-WIDEN` (e.g. `wrn-34-10`, `wrn-16-4`) or `resnet-v2-DEPTH` (e.g. `resnet-v2-32`)"
             ))
         };
-        if s == "small-cnn" {
-            return Ok(Arch::SmallCnn);
+        match s {
+            "small-cnn" => return Ok(Arch::SmallCnn),
+            "vgg-mnist" => return Ok(Arch::VggMnist),
+            _ => {}
+        }
+        if let Some(d) = s.strip_prefix("resnet-v2-") {
+            let depth = d.parse::<usize>().map_err(|_| bad())?;
+            if depth < 8 || (depth - 2) % 6 != 0 {
+                return Err(Error::Invalid(format!(
+                    "architecture `{s}`: ResNet-v2 depth must be 6n+2 >= 8 (e.g. 32)"
+                )));
+            }
+            return Ok(Arch::ResNetV2 { depth });
         }
         let rest = s.strip_prefix("wrn-").ok_or_else(bad)?;
         let (d, w) = rest.split_once('-').ok_or_else(bad)?;
@@ -233,6 +262,31 @@ impl Classifier {
         })
     }
 
+    /// Writes the model file: every parameter of `store` under its PyTorch
+    /// name, the head's tensors, and for each BatchNorm the
+    /// `num_batches_tracked` buffer PyTorch's state dict carries (so the
+    /// file passes `load_state_dict(strict=True)`), set to `batches_trained`.
+    pub fn save(
+        &self,
+        path: &Path,
+        store: &crate::nn::ParamStore,
+        metadata: &Metadata,
+        batches_trained: usize,
+    ) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (name, var) in store.vars() {
+            if let Some(prefix) = name.strip_suffix(".running_mean") {
+                tensors.push((
+                    format!("{prefix}.num_batches_tracked"),
+                    Tensor::new(batches_trained as i64, &Device::Cpu)?,
+                ));
+            }
+            tensors.push((name, var.as_tensor().clone()));
+        }
+        tensors.extend(self.head_tensors()?);
+        crate::artifact::write_tensors(path, tensors.iter().map(|(n, t)| (n.as_str(), t)), metadata)
+    }
+
     /// Loads a model file written by `mat-train`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let file = TensorFile::read(path, device)?;
@@ -281,7 +335,7 @@ impl Classifier {
         let tensors: HashMap<String, Tensor> = file
             .tensors
             .iter()
-            .filter(|(n, _)| !n.starts_with("head."))
+            .filter(|(n, _)| !n.starts_with("head.") && !n.ends_with(".num_batches_tracked"))
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
         let device = file
@@ -318,10 +372,23 @@ mod tests {
 
     #[test]
     fn arch_names_round_trip_and_bad_names_are_explained() {
-        for s in ["small-cnn", "wrn-34-10", "wrn-16-4"] {
+        for s in [
+            "small-cnn",
+            "vgg-mnist",
+            "wrn-34-10",
+            "wrn-16-4",
+            "resnet-v2-32",
+        ] {
             assert_eq!(s.parse::<Arch>().unwrap().to_string(), s);
         }
-        for bad in ["resnet", "wrn-15-4", "wrn-16", "wrn-a-b", "wrn-16-0"] {
+        for bad in [
+            "resnet",
+            "wrn-15-4",
+            "wrn-16",
+            "wrn-a-b",
+            "wrn-16-0",
+            "resnet-v2-30",
+        ] {
             let e = bad.parse::<Arch>().unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }

@@ -3,8 +3,10 @@
 
 pub mod classifier;
 pub mod small_cnn;
+pub mod vgg;
 pub mod wide_resnet;
 
 pub use classifier::{Arch, Classifier, Head, Network};
 pub use small_cnn::{small_cnn, Output, SmallCnn};
-pub use wide_resnet::{wide_resnet, WideResNet};
+pub use vgg::{vgg_mnist, Vgg};
+pub use wide_resnet::{resnet_v2, wide_resnet, WideResNet};

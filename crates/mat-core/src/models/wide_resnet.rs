@@ -111,7 +111,36 @@ pub fn wide_resnet(
         )
     }
     let n = (depth - 4) / 6;
-    let ch = [16, 16 * widen, 32 * widen, 64 * widen];
+    pre_activation_resnet(
+        n,
+        [16, 16 * widen, 32 * widen, 64 * widen],
+        true,
+        out_dim,
+        vb,
+    )
+}
+
+/// ResNet-`depth` v2 (He et al., 2016, pre-activation; MMC's CIFAR-10
+/// network): `(depth - 2) / 6` basic blocks per group, widths 16, 32, 64.
+/// It is this module's network with widen factor 1, without the unused
+/// `sub_block1`, so a saved file loads into TRADES' WideResNet module
+/// built with that many blocks and `sub_block1` removed.
+pub fn resnet_v2(depth: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<WideResNet> {
+    if depth < 8 || (depth - 2) % 6 != 0 {
+        candle_core::bail!(
+            "ResNet-v2 depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}"
+        )
+    }
+    pre_activation_resnet((depth - 2) / 6, [16, 16, 32, 64], false, out_dim, vb)
+}
+
+fn pre_activation_resnet(
+    n: usize,
+    ch: [usize; 4],
+    with_sub_block: bool,
+    out_dim: usize,
+    vb: VarBuilder,
+) -> candle_core::Result<WideResNet> {
     let conv1 = conv2d_no_bias(
         3,
         ch[0],
@@ -124,8 +153,10 @@ pub fn wide_resnet(
         vb.pp("conv1"),
     )?;
     let block1 = network_block(n, ch[0], ch[1], 1, vb.pp("block1"))?;
-    // Built for its parameter names only (see the module docs).
-    network_block(n, ch[0], ch[1], 1, vb.pp("sub_block1"))?;
+    if with_sub_block {
+        // Built for its parameter names only (see the module docs).
+        network_block(n, ch[0], ch[1], 1, vb.pp("sub_block1"))?;
+    }
     let block2 = network_block(n, ch[1], ch[2], 2, vb.pp("block2"))?;
     let block3 = network_block(n, ch[2], ch[3], 2, vb.pp("block3"))?;
     let fc_shape = (out_dim, ch[3]).into();
@@ -190,5 +221,18 @@ mod tests {
             .iter()
             .any(|n| n == "block2.layer.1.convShortcut.weight"));
         assert!(wide_resnet(15, 4, 10, store.var_builder(&Device::Cpu)).is_err());
+    }
+
+    #[test]
+    fn resnet_v2_32_has_five_blocks_per_group_and_no_sub_block() {
+        let store = ParamStore::new(0);
+        let m = resnet_v2(32, 256, store.var_builder(&Device::Cpu)).unwrap();
+        let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(m.forward_t(&x, false).unwrap().dims(), &[2, 256]);
+        let names: Vec<String> = store.vars().into_iter().map(|(n, _)| n).collect();
+        assert!(names.iter().any(|n| n == "block3.layer.4.conv2.weight"));
+        assert!(!names.iter().any(|n| n.starts_with("block3.layer.5")));
+        assert!(!names.iter().any(|n| n.starts_with("sub_block1")));
+        assert!(resnet_v2(30, 10, store.var_builder(&Device::Cpu)).is_err());
     }
 }

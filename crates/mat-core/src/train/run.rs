@@ -319,18 +319,13 @@ impl Prepared {
     }
 
     fn write_model(&self, path: &Path, logs: &[EpochLog]) -> Result<()> {
-        let vars = self.store.vars();
-        let mut tensors: Vec<(String, Tensor)> = vars
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
-        tensors.extend(self.model.head_tensors()?);
         let mut meta = self.metadata()?;
         meta.insert("epochs".into(), logs.len().to_string());
         if let Some(last) = logs.last() {
             meta.insert("clean_accuracy".into(), last.clean_accuracy.to_string());
         }
-        write_tensors(path, tensors.iter().map(|(n, t)| (n.as_str(), t)), &meta)
+        let batches = self.train.len().div_ceil(self.spec.optim.batch_size) * logs.len();
+        self.model.save(path, &self.store, &meta, batches)
     }
 }
 
