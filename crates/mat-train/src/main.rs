@@ -102,7 +102,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 "epoch {}/{epochs}: {} | lr {} | clean {:.2}%{pgd} | {:.1} s",
                 l.epoch,
                 terms.join(", "),
-                l.lr,
+                l.lr as f32,
                 100.0 * l.clean_accuracy,
                 l.seconds
             );
