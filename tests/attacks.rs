@@ -5,7 +5,9 @@ mod common;
 
 use candle_core::{DType, Device, ModuleT, Tensor, D};
 use common::mnist_10k;
-use mat_core::attacks::{input_gradient, run_attack, Attack, Norm, Pgd};
+use mat_core::attacks::{
+    input_gradient, run_attack, Attack, CarliniWagner, Ddn, Norm, Pgd, Target,
+};
 use mat_core::models::{small_cnn, Arch, Classifier, Head, Output};
 use mat_core::nn::ParamStore;
 use mat_core::train::{fit, Augment, Evaluation, Natural, TrainConfig};
@@ -22,6 +24,8 @@ fn registry() -> Vec<(Box<dyn Attack>, f64)> {
                 steps: 10,
                 step_size: 0.5,
                 random_start: true,
+                restarts: 2,
+                target: Target::Untargeted,
             }),
             2.0,
         ),
@@ -31,8 +35,37 @@ fn registry() -> Vec<(Box<dyn Attack>, f64)> {
                 steps: 3,
                 step_size: 0.5,
                 random_start: false,
+                restarts: 1,
+                target: Target::LeastLikely,
             }),
             0.1,
+        ),
+        (
+            Box::new(Pgd {
+                norm: Norm::Linf,
+                steps: 5,
+                step_size: 0.05,
+                random_start: true,
+                restarts: 3,
+                target: Target::Random,
+            }),
+            0.1,
+        ),
+        // Minimum-norm attacks take no eps (the runner passes infinity).
+        (
+            Box::new(Ddn {
+                steps: 10,
+                ..Ddn::default()
+            }),
+            f64::INFINITY,
+        ),
+        (
+            Box::new(CarliniWagner {
+                binary_search_steps: 2,
+                steps: 10,
+                ..CarliniWagner::default()
+            }),
+            f64::INFINITY,
         ),
     ]
 }
@@ -67,6 +100,8 @@ fn every_attack_stays_in_its_ball_and_in_the_unit_box() {
             "{}: a perturbation of {worst} > eps {eps}",
             attack.name()
         );
+        // A random network is fooled by most perturbations; each attack
+        // must have moved at least one sample.
         assert!(worst > 0.0, "{} did nothing", attack.name());
         let px = out.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(
@@ -190,4 +225,84 @@ fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
     eprintln!("natural SmallCNN: clean {clean:.4}, FGSM {fgsm:.4}, PGD-40 {pgd:.4} (eps 0.3)");
     assert!(pgd <= 0.02, "PGD-40 left {pgd}");
     assert!(fgsm > pgd, "FGSM {fgsm} should leave more than PGD {pgd}");
+
+    // Minimum-norm attacks, on the points classified correctly: each
+    // succeeds on >= 95% of them, and the mean L2 of its successes is
+    // below the smallest PGD-L2 eps that reaches the same success rate.
+    let small = test.subset(Some(100), None).unwrap();
+    let run = |attack: &dyn Attack, eps: f64| {
+        run_attack(
+            attack,
+            &logits,
+            &small.images,
+            &small.labels,
+            eps,
+            &mut SeededRng::new(1),
+        )
+        .unwrap()
+    };
+    let correct: Vec<bool> = {
+        let o = run(&Pgd::fgsm(), 0.0);
+        let labels = small.labels.to_vec1::<u32>().unwrap();
+        o.clean_pred
+            .iter()
+            .zip(&labels)
+            .map(|(p, l)| p == l)
+            .collect()
+    };
+    let n_correct = correct.iter().filter(|c| **c).count() as f64;
+    let rate = |o: &mat_core::attacks::Outcome| {
+        o.success
+            .iter()
+            .zip(&correct)
+            .filter(|(s, c)| **s && **c)
+            .count() as f64
+            / n_correct
+    };
+    // A CPU budget: foolbox's 9 x 10,000 steps of 0.01 from c = 0.001.
+    // MNIST's pixels sit at 0 and 1, deep in tanh's flat tails (w = ±7.25),
+    // so a short run needs a larger step to move them at all.
+    let cw = CarliniWagner {
+        binary_search_steps: 5,
+        steps: 100,
+        step_size: 0.1,
+        initial_const: 1.0,
+        ..CarliniWagner::default()
+    };
+    let ddn = Ddn::default();
+    let pgd_l2 = |eps: f64| Pgd {
+        norm: Norm::L2,
+        steps: 40,
+        step_size: eps / 10.0,
+        random_start: true,
+        restarts: 1,
+        target: Target::Untargeted,
+    };
+    for attack in [&cw as &dyn Attack, &ddn] {
+        let o = run(attack, f64::INFINITY);
+        let success = rate(&o);
+        let found: Vec<f64> =
+            o.l2.iter()
+                .zip(o.success.iter().zip(&correct))
+                .filter(|(_, (s, c))| **s && **c)
+                .map(|(d, _)| *d as f64)
+                .collect();
+        let mean = found.iter().sum::<f64>() / found.len() as f64;
+        // PGD-L2 with a budget of that mean must not reach the same
+        // success: the minimum-norm attack found smaller perturbations than
+        // a bounded attack needs (PGD's success grows with eps).
+        let pgd_rate = rate(&run(&pgd_l2(mean), mean));
+        eprintln!(
+            "{}: success {:.1}% of correct points, mean L2 {mean:.3}; PGD-L2 at eps {mean:.3}: {:.1}%",
+            attack.name(),
+            100.0 * success,
+            100.0 * pgd_rate
+        );
+        assert!(success >= 0.95, "{} succeeded on {success}", attack.name());
+        assert!(
+            pgd_rate < success,
+            "{}: PGD-L2 at eps {mean} already succeeds on {pgd_rate}",
+            attack.name()
+        );
+    }
 }

@@ -3,11 +3,15 @@
 //! proposal into the eps-ball of its norm, clips it to [0, 1], and decides
 //! success; an attack only proposes points.
 
+pub mod cw;
+pub mod ddn;
 pub mod pgd;
 
 use candle_core::{DType, Tensor, Var, D};
 
-pub use pgd::Pgd;
+pub use cw::CarliniWagner;
+pub use ddn::Ddn;
+pub use pgd::{Pgd, Target};
 
 use crate::rng::SeededRng;
 
@@ -48,6 +52,9 @@ pub(crate) fn per_sample(t: &Tensor) -> candle_core::Result<Vec<usize>> {
 
 /// Projects `x_adv` into the eps-ball around `x` and into [0, 1].
 pub fn project(x: &Tensor, x_adv: &Tensor, eps: f64, norm: Norm) -> candle_core::Result<Tensor> {
+    if eps == f64::INFINITY {
+        return x_adv.clamp(0f32, 1f32);
+    }
     let delta = (x_adv - x)?;
     let delta = match norm {
         Norm::Linf => delta.clamp(-eps, eps)?,
@@ -74,10 +81,35 @@ pub fn input_gradient(model: &dyn Logits, x: &Tensor, y: &Tensor) -> candle_core
     })
 }
 
+/// `a` where `mask` `[N]` (u8) is 1, else `b`, per sample.
+pub(crate) fn where_samples(mask: &Tensor, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    mask.reshape(per_sample(a)?)?
+        .broadcast_as(a.shape())?
+        .where_cond(a, b)
+}
+
+/// The per-sample flag `[N]` (u8): the model misclassifies `x`.
+pub(crate) fn misclassified(
+    model: &dyn Logits,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<Tensor> {
+    model
+        .logits(x)?
+        .argmax(D::Minus1)?
+        .ne(&y.to_dtype(DType::U32)?)
+}
+
 /// An attack: proposes adversarial points for a batch at budget `eps`.
 pub trait Attack {
     fn name(&self) -> &'static str;
     fn norm(&self) -> Norm;
+    /// Minimum-norm attacks (C&W, DDN) search for the smallest perturbation
+    /// that misclassifies; they take no eps, and their robust accuracy at an
+    /// eps is computed from the norms they found.
+    fn minimum_norm(&self) -> bool {
+        false
+    }
     fn propose(
         &self,
         model: &dyn Logits,
@@ -111,12 +143,18 @@ pub fn run_attack(
     eps: f64,
     rng: &mut SeededRng,
 ) -> crate::Result<Outcome> {
-    if !(eps.is_finite() && eps >= 0.0) {
+    let valid_eps = eps.is_finite() && eps >= 0.0;
+    if !attack.minimum_norm() && !valid_eps {
         return Err(crate::Error::Invalid(format!(
             "{}: eps must be a number >= 0, got {eps}",
             attack.name()
         )));
     }
+    let eps = if attack.minimum_norm() {
+        f64::INFINITY
+    } else {
+        eps
+    };
     let proposal = attack.propose(model, x, y, eps, rng)?;
     let adv = project(x, &proposal, eps, attack.norm())?;
     let pred = |t: &Tensor| -> candle_core::Result<Vec<u32>> {

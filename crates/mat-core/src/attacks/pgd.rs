@@ -1,13 +1,29 @@
 //! Projected gradient descent (Madry et al., 2018) under L∞ or L2, with
-//! an optional random start; FGSM (Goodfellow et al., 2015) is one step of
-//! size eps from the clean point. Maximises cross-entropy (untargeted).
+//! an optional random start and restarts; FGSM (Goodfellow et al., 2015) is
+//! one step of size eps from the clean point. Untargeted PGD ascends the
+//! cross-entropy of the true class; targeted PGD descends that of a target
+//! class (a uniformly drawn wrong class, or the clean point's least likely
+//! class), as MMC's evaluation does.
 //!
-//! Distance: `norm`. Arguments: steps, step size (absolute), random start.
+//! Distance: `norm`. Arguments: steps, step size (absolute), random start,
+//! restarts (each from a new random start; a sample keeps the first restart
+//! that misclassifies it), target.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor, D};
 
 use super::{input_gradient, norms, per_sample, project, Attack, Logits, Norm};
 use crate::rng::SeededRng;
+
+/// Which class a PGD step moves towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Away from the true class.
+    Untargeted,
+    /// Towards a class drawn uniformly from the wrong ones, per sample.
+    Random,
+    /// Towards the class with the smallest clean logit.
+    LeastLikely,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pgd {
@@ -15,6 +31,9 @@ pub struct Pgd {
     pub steps: usize,
     pub step_size: f64,
     pub random_start: bool,
+    /// Runs in total (at least 1).
+    pub restarts: usize,
+    pub target: Target,
 }
 
 impl Pgd {
@@ -25,6 +44,8 @@ impl Pgd {
             steps,
             step_size,
             random_start: true,
+            restarts: 1,
+            target: Target::Untargeted,
         }
     }
 
@@ -36,6 +57,8 @@ impl Pgd {
             steps: 1,
             step_size: f64::NAN,
             random_start: false,
+            restarts: 1,
+            target: Target::Untargeted,
         }
     }
 
@@ -98,6 +121,55 @@ impl Attack for Pgd {
         eps: f64,
         rng: &mut SeededRng,
     ) -> candle_core::Result<Tensor> {
+        let target = self.targets(model, x, y, rng)?;
+        let mut best = self.one_run(model, x, y, target.as_ref(), eps, rng)?;
+        for _ in 1..self.restarts {
+            // Samples already misclassified keep their point.
+            let fooled = model
+                .logits(&best)?
+                .argmax(D::Minus1)?
+                .ne(&y.to_dtype(DType::U32)?)?;
+            let run = self.one_run(model, x, y, target.as_ref(), eps, rng)?;
+            let keep = fooled.reshape(per_sample(x)?)?.broadcast_as(x.shape())?;
+            best = keep.where_cond(&best, &run)?;
+        }
+        Ok(best)
+    }
+}
+
+impl Pgd {
+    /// The target class of each sample, for targeted attacks.
+    fn targets(
+        &self,
+        model: &dyn Logits,
+        x: &Tensor,
+        y: &Tensor,
+        rng: &mut SeededRng,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(match self.target {
+            Target::Untargeted => None,
+            Target::LeastLikely => Some(model.logits(x)?.argmin(D::Minus1)?),
+            Target::Random => {
+                let classes = model.logits(&x.narrow(0, 0, 1)?)?.dim(1)?;
+                let labels = y.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+                let t: Vec<u32> = labels
+                    .iter()
+                    .map(|&l| (l + 1 + rng.below(classes - 1) as u32) % classes as u32)
+                    .collect();
+                Some(Tensor::new(t.as_slice(), x.device())?)
+            }
+        })
+    }
+
+    fn one_run(
+        &self,
+        model: &dyn Logits,
+        x: &Tensor,
+        y: &Tensor,
+        target: Option<&Tensor>,
+        eps: f64,
+        rng: &mut SeededRng,
+    ) -> candle_core::Result<Tensor> {
         let to_candle = |e: crate::Error| candle_core::Error::Msg(e.to_string());
         let step = if self.is_fgsm() { eps } else { self.step_size };
         let mut adv = if self.random_start {
@@ -111,7 +183,11 @@ impl Attack for Pgd {
             x.clone()
         };
         for _ in 0..self.steps {
-            let g = input_gradient(model, &adv, y)?;
+            // Targeted: descend the target's cross-entropy.
+            let g = match target {
+                None => input_gradient(model, &adv, y)?,
+                Some(t) => input_gradient(model, &adv, t)?.neg()?,
+            };
             adv = project(
                 x,
                 &(adv + (normalize(&g, self.norm)? * step)?)?,

@@ -111,7 +111,7 @@ pub fn pgd_accuracy(
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     pub split: Split,
-    /// PGD and its eps, run on the first `pgd_limit` samples of `split`.
+    /// PGD and its eps, run on `pgd_limit` samples of `split` drawn with `seed`.
     pub pgd: Option<(Pgd, f64)>,
     pub pgd_limit: usize,
     pub seed: u64,
@@ -133,7 +133,8 @@ impl Evaluation {
         let pgd = match &self.pgd {
             None => None,
             Some((pgd, eps)) => {
-                let sub = self.split.subset(Some(self.pgd_limit), None)?;
+                // A seeded sample: test splits may be sorted by class.
+                let sub = self.split.subset(Some(self.pgd_limit), Some(self.seed))?;
                 Some(pgd_accuracy(model, &sub, pgd, *eps, self.seed, 250)?)
             }
         };

@@ -309,7 +309,7 @@ impl Prepared {
             "pgd_accuracy".into(),
             match &self.spec.eval.pgd {
                 Some(p) => format!(
-                    "PGD-L∞ eps {} {} steps of {} on the first {} evaluation samples (NaN: not run)",
+                    "PGD-L∞ eps {} {} steps of {} on {} evaluation samples drawn with the seed (NaN: not run)",
                     p.eps, p.steps, p.step_size, p.limit
                 ),
                 None => "not run (no eval.pgd in the config): NaN".into(),
