@@ -141,10 +141,12 @@ impl TableWriter {
         let batch = RecordBatch::try_new(schema, columns.arrays).map_err(|e| {
             Error::format(&self.path, format!("batch does not match the schema: {e}"))
         })?;
-        self.writer
-            .as_mut()
-            .expect("created above")
+        let writer = self.writer.as_mut().expect("created above");
+        // One row group per batch: rows go to the file as they come, so a
+        // long stream (10k CIFAR images) never sits in memory.
+        writer
             .write(&batch)
+            .and_then(|_| writer.flush())
             .map_err(|e| Error::format(&self.path, format!("cannot write Parquet: {e}")))
     }
 

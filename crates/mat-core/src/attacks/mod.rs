@@ -6,6 +6,8 @@
 pub mod cw;
 pub mod ddn;
 pub mod pgd;
+pub mod run;
+pub mod spec;
 
 use candle_core::{DType, Tensor, Var, D};
 

@@ -131,21 +131,39 @@ impl Split {
     /// seeded by `seed` (no shuffle when `seed` is `None`). The shipped MNIST
     /// subset is grouped by class, so a quick run should pass a seed.
     pub fn subset(&self, limit: Option<usize>, seed: Option<u64>) -> Result<Split> {
+        let order = self.subset_indices(limit, seed);
+        let idx = Tensor::from_vec(order.clone(), order.len(), self.images.device())?;
+        Split::new(
+            self.images.index_select(&idx, 0)?,
+            self.labels.index_select(&idx, 0)?,
+        )
+    }
+
+    /// The indices (into this split) of [`Split::subset`]'s samples, in order.
+    pub fn subset_indices(&self, limit: Option<usize>, seed: Option<u64>) -> Vec<u32> {
         let n = self.len();
         let take = limit.unwrap_or(n).min(n);
-        let order: Vec<u32> = match seed {
+        match seed {
             Some(s) => SeededRng::for_purpose(s, "subset").permutation(n),
             None => (0..n).collect(),
         }
         .into_iter()
         .take(take)
         .map(|i| i as u32)
-        .collect();
-        let idx = Tensor::from_vec(order, take, self.images.device())?;
-        Split::new(
-            self.images.index_select(&idx, 0)?,
-            self.labels.index_select(&idx, 0)?,
-        )
+        .collect()
+    }
+
+    /// blake3 of the images (f32, little-endian) and labels: the identity
+    /// of exactly the data a stage used.
+    pub fn hash(&self) -> Result<String> {
+        let mut h = blake3::Hasher::new();
+        for v in self.images.flatten_all()?.to_vec1::<f32>()? {
+            h.update(&v.to_le_bytes());
+        }
+        for v in self.labels.to_vec1::<u32>()? {
+            h.update(&v.to_le_bytes());
+        }
+        Ok(h.finalize().to_hex().to_string())
     }
 
     pub fn to_device(&self, device: &Device) -> Result<Split> {

@@ -114,7 +114,7 @@ pub fn prepare(spec: TrainSpec, data_dir: &DataDir, device: &Device) -> Result<P
         seed: spec.seed,
         split: eval_split,
     };
-    let dataset_hash = data_hash(&train)?;
+    let dataset_hash = train.hash()?;
     Ok(Prepared {
         spec,
         arch,
@@ -125,18 +125,6 @@ pub fn prepare(spec: TrainSpec, data_dir: &DataDir, device: &Device) -> Result<P
         dataset_hash,
         centers_hash,
     })
-}
-
-/// blake3 of the training images and labels as used (after the subset).
-fn data_hash(split: &Split) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    for v in split.images.flatten_all()?.to_vec1::<f32>()? {
-        h.update(&v.to_le_bytes());
-    }
-    for v in split.labels.to_vec1::<u32>()? {
-        h.update(&v.to_le_bytes());
-    }
-    Ok(h.finalize().to_hex().to_string())
 }
 
 impl Prepared {
