@@ -69,11 +69,7 @@ fn mat_ftc_smallcnn_reaches_98_percent() {
     let head = Head::Centers(Centers::new(10, 10, 10.0).unwrap().centers);
     let vb = store.var_builder(&Device::Cpu);
     let model = Classifier::build(Arch::SmallCnn, head, 10, 0, vb).unwrap();
-    let objective = Mat {
-        alpha: 0.0,
-        beta: 0.0,
-        adversary: None,
-    };
+    let objective = Mat::new(0.0, 0.0, None);
     let logs = fit(
         &model,
         &store,

@@ -93,6 +93,10 @@ pub struct MatSpec {
     /// Weight of the BIBO loss (Eq. 9); 0 turns it off.
     #[serde(default)]
     pub beta: f64,
+    /// Ramp alpha and beta linearly from 0 (epoch 1: FTC alone) to their
+    /// values (epoch W + 1).
+    #[serde(default)]
+    pub warmup_epochs: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,15 +313,18 @@ impl TrainSpec {
                 },
                 self.seed,
             )),
-            Method::Mat => Box::new(Mat {
-                alpha: self.mat.alpha,
-                beta: self.mat.beta,
-                adversary: if self.mat.beta > 0.0 {
-                    self.adversary(Start::Gaussian(0.001))
-                } else {
-                    None
-                },
-            }),
+            Method::Mat => Box::new(
+                Mat::new(
+                    self.mat.alpha,
+                    self.mat.beta,
+                    if self.mat.beta > 0.0 {
+                        self.adversary(Start::Gaussian(0.001))
+                    } else {
+                        None
+                    },
+                )
+                .with_warmup(self.mat.warmup_epochs),
+            ),
         })
     }
 
