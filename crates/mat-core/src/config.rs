@@ -29,21 +29,27 @@ pub fn load<T: DeserializeOwned>(path: &Path, sets: &[String]) -> Result<T> {
         }
     };
     // The file alone first, so its own mistakes come with a line and column.
-    let parsed: T = serde_yaml::from_str(&text).map_err(located)?;
+    let alone: std::result::Result<T, _> = serde_yaml::from_str(&text);
     if sets.is_empty() {
-        return Ok(parsed);
+        return alone.map_err(located);
     }
     let mut value: Value = serde_yaml::from_str(&text).map_err(located)?;
     for set in sets {
         apply_set(&mut value, set)
             .map_err(|what| Error::Invalid(format!("--set {set}: {what}")))?;
     }
-    serde_yaml::from_value(value).map_err(|e| {
-        Error::Invalid(format!(
+    serde_yaml::from_value(value).map_err(|e| match alone {
+        // A key the file lacks may come from --set (a config without the
+        // model, given on the command line); any other mistake of the
+        // file is reported where it is.
+        Err(file_error) if !file_error.to_string().starts_with("missing field") => {
+            located(file_error)
+        }
+        _ => Error::Invalid(format!(
             "{} with --set {}: {e}",
             path.display(),
             sets.join(" --set ")
-        ))
+        )),
     })
 }
 
@@ -145,5 +151,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("expected key=value"), "{e}");
+    }
+
+    /// A file may leave a required key to the command line (an attack
+    /// config without its model); its own mistakes stay located.
+    #[test]
+    fn a_set_can_supply_a_key_the_file_lacks() {
+        let f = write("optim:\n  lr: 0.1\n");
+        let o: Outer = load(f.path(), &["name=b".to_string()]).unwrap();
+        assert_eq!(o.name, "b");
+        let f = write("optim:\n  lr: 0.1\n  lrr: 3\n");
+        let e = load::<Outer>(f.path(), &["name=b".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":3:") && e.contains("unknown field `lrr`"),
+            "{e}"
+        );
     }
 }
