@@ -6,16 +6,78 @@ mod common;
 use candle_core::{DType, Device, ModuleT, Tensor, D};
 use common::mnist_10k;
 use mat_core::attacks::{
-    input_gradient, run_attack, Attack, CarliniWagner, Ddn, Norm, Pgd, Target,
+    input_gradient, run_attack, AdaptiveObjective, AdaptivePgd, Apgd, ApgdLoss, Attack,
+    CarliniWagner, Composite, Ddn, Logits, Norm, Pgd, Target,
 };
+use mat_core::centers::Centers;
 use mat_core::models::{small_cnn, Arch, Classifier, Head, Output};
 use mat_core::nn::ParamStore;
 use mat_core::train::{fit, Augment, Evaluation, Natural, TrainConfig};
 use mat_core::SeededRng;
 
+/// A feature network under the Section 3.3 head `logits = phi · centersᵀ`:
+/// what the adaptive MAT attack needs.
+struct CenterHead<F> {
+    phi: F,
+    centers: Tensor,
+}
+
+impl<F: Fn(&Tensor) -> candle_core::Result<Tensor>> Logits for CenterHead<F> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        (self.phi)(x)?.matmul(&self.centers.t()?)
+    }
+    fn features(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        (self.phi)(x).map(Some)
+    }
+}
+
+fn centers() -> Tensor {
+    Centers::new(10, 10, 10.0).unwrap().centers
+}
+
 /// Every attack with the budget it is checked at.
 fn registry() -> Vec<(Box<dyn Attack>, f64)> {
+    let apgd = |loss, steps| Apgd {
+        restarts: 2,
+        target_classes: 3,
+        ..Apgd::new(Norm::Linf, loss, steps)
+    };
     vec![
+        (Box::new(apgd(ApgdLoss::Ce, 10)), 0.3),
+        (Box::new(apgd(ApgdLoss::Dlr, 10)), 0.05),
+        (Box::new(apgd(ApgdLoss::DlrTargeted, 5)), 0.05),
+        (Box::new(Apgd::new(Norm::L2, ApgdLoss::Ce, 10)), 1.0),
+        (
+            Box::new(
+                Composite::new(vec![
+                    Box::new(Pgd::fgsm()),
+                    Box::new(apgd(ApgdLoss::Ce, 5)),
+                    Box::new(apgd(ApgdLoss::DlrTargeted, 5)),
+                ])
+                .unwrap(),
+            ),
+            0.05,
+        ),
+        (
+            Box::new(AdaptivePgd {
+                steps: 5,
+                step_size: 0.05,
+                objective: AdaptiveObjective::Mat {
+                    alpha: 0.5,
+                    beta: 2.0,
+                    centers: centers(),
+                },
+            }),
+            0.1,
+        ),
+        (
+            Box::new(AdaptivePgd {
+                steps: 5,
+                step_size: 0.05,
+                objective: AdaptiveObjective::Trades { beta: 6.0 },
+            }),
+            0.1,
+        ),
         (Box::new(Pgd::linf(10, 0.05)), 0.3),
         (Box::new(Pgd::fgsm()), 0.3),
         (
@@ -76,7 +138,10 @@ fn every_attack_stays_in_its_ball_and_in_the_unit_box() {
     let store = ParamStore::new(1);
     // A random feature head, so gradients are not zero without training.
     let model = small_cnn(Output::Features(10), 1, store.var_builder(&Device::Cpu)).unwrap();
-    let logits = |x: &Tensor| model.forward_t(x, false);
+    let logits = CenterHead {
+        phi: |x: &Tensor| model.forward_t(x, false),
+        centers: centers(),
+    };
     let test = ds.test.subset(Some(64), Some(0)).unwrap();
     for (attack, eps) in registry() {
         let mut rng = SeededRng::new(0);
@@ -222,9 +287,46 @@ fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
     };
     let pgd = robust(&Pgd::linf(40, 0.01));
     let fgsm = robust(&Pgd::fgsm());
-    eprintln!("natural SmallCNN: clean {clean:.4}, FGSM {fgsm:.4}, PGD-40 {pgd:.4} (eps 0.3)");
+    let apgd = robust(&Apgd::new(Norm::Linf, ApgdLoss::Ce, 40));
+    eprintln!(
+        "natural SmallCNN: clean {clean:.4}, FGSM {fgsm:.4}, PGD-40 {pgd:.4}, APGD-CE-40 {apgd:.4} (eps 0.3)"
+    );
     assert!(pgd <= 0.02, "PGD-40 left {pgd}");
     assert!(fgsm > pgd, "FGSM {fgsm} should leave more than PGD {pgd}");
+    assert!(apgd <= pgd, "APGD-CE-40 left {apgd}, PGD-40 {pgd}");
+    // At a small budget, where PGD leaves something to find: APGD-CE at
+    // equal steps leaves no more, and the composite no more than APGD-CE.
+    let robust_at = |attack: &dyn Attack, eps: f64| {
+        let out = run_attack(
+            attack,
+            &logits,
+            &test.images,
+            &test.labels,
+            eps,
+            &mut SeededRng::new(1),
+        )
+        .unwrap();
+        out.success.iter().filter(|&&s| !s).count() as f64 / out.success.len() as f64
+    };
+    let pgd_small = robust_at(&Pgd::linf(20, 0.1 / 8.0), 0.1);
+    let apgd_small = robust_at(&Apgd::new(Norm::Linf, ApgdLoss::Ce, 20), 0.1);
+    let composite = Composite::new(vec![
+        Box::new(Apgd::new(Norm::Linf, ApgdLoss::Ce, 20)),
+        Box::new(Apgd {
+            target_classes: 3,
+            ..Apgd::new(Norm::Linf, ApgdLoss::DlrTargeted, 20)
+        }),
+    ])
+    .unwrap();
+    let composite_small = robust_at(&composite, 0.1);
+    eprintln!(
+        "eps 0.1, 20 steps: PGD {pgd_small:.4}, APGD-CE {apgd_small:.4}, APGD-CE + APGD-T {composite_small:.4}"
+    );
+    assert!(
+        apgd_small <= pgd_small,
+        "APGD-CE {apgd_small} > PGD {pgd_small} at eps 0.1"
+    );
+    assert!(composite_small <= apgd_small);
 
     // Minimum-norm attacks, on the points classified correctly: each
     // succeeds on >= 95% of them, and the mean L2 of its successes is
@@ -305,4 +407,37 @@ fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
             attack.name()
         );
     }
+}
+
+/// Adaptive PGD on TRADES' objective with beta 0 is PGD on the
+/// cross-entropy: same start, same signed steps, the same points.
+#[test]
+fn adaptive_trades_with_beta_zero_is_pgd() {
+    let (ds, _c) = mnist_10k();
+    let store = ParamStore::new(2);
+    let model = small_cnn(Output::Logits(10), 2, store.var_builder(&Device::Cpu)).unwrap();
+    let logits = |x: &Tensor| model.forward_t(x, false);
+    let test = ds.test.subset(Some(32), Some(1)).unwrap();
+    let run = |attack: &dyn Attack| {
+        run_attack(
+            attack,
+            &logits,
+            &test.images,
+            &test.labels,
+            0.2,
+            &mut SeededRng::new(3),
+        )
+        .unwrap()
+        .adv
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+    };
+    let adaptive = AdaptivePgd {
+        steps: 7,
+        step_size: 0.03,
+        objective: AdaptiveObjective::Trades { beta: 0.0 },
+    };
+    assert_eq!(run(&adaptive), run(&Pgd::linf(7, 0.03)));
 }

@@ -1,5 +1,7 @@
 //! `mat-attack`: attacks a saved model on a dataset with FGSM, PGD (L∞/L2,
-//! targeted, restarts), C&W-L2 or DDN, for one or more budgets, and writes
+//! targeted, restarts), C&W-L2, DDN, APGD (CE, DLR, targeted DLR), a
+//! composite of bounded attacks, or adaptive PGD on the model's own training
+//! objective, for one or more budgets, and writes
 //! `adv.parquet` (one row per sample and budget, streamed) and
 //! `summary.parquet` (one row per budget) into `--out`.
 //!
@@ -12,9 +14,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use mat_core::artifact::{hash_file, Metadata};
+use mat_core::artifact::{hash_file, Metadata, TensorFile};
 use mat_core::attacks::run::{run, Event, SUMMARY};
-use mat_core::attacks::spec::AttackSpec;
+use mat_core::attacks::spec::{AttackKind, AttackSpec};
+use mat_core::attacks::AdaptiveObjective;
 use mat_core::data::{self, DataDir};
 use mat_core::models::Classifier;
 use mat_core::DeviceSpec;
@@ -26,7 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "mat-attack",
     version,
-    about = "Attack a saved model (fgsm | pgd | cw | ddn) and write per-sample results"
+    about = "Attack a saved model (fgsm | pgd | cw | ddn | apgd-ce | apgd-dlr | apgd-t | composite | adaptive) and write per-sample results"
 )]
 struct Args {
     /// A YAML config with any of the keys below (see README).
@@ -41,7 +44,7 @@ struct Args {
     /// A dataset of data/datasets.yaml (its test split unless --set split=train).
     #[arg(long, value_name = "NAME")]
     data: Option<String>,
-    /// fgsm | pgd | cw | ddn
+    /// fgsm | pgd | cw | ddn | apgd-ce | apgd-dlr | apgd-t | composite | adaptive
     #[arg(long)]
     attack: Option<String>,
     /// Budgets, comma-separated (e.g. 0.1,0.2,0.3).
@@ -50,13 +53,13 @@ struct Args {
     /// linf | l2 (PGD).
     #[arg(long)]
     norm: Option<String>,
-    /// PGD steps.
+    /// Steps of PGD, APGD and the adaptive attack.
     #[arg(long)]
     steps: Option<usize>,
     /// PGD step size (default eps·0.01/0.3, foolbox's relative step).
     #[arg(long)]
     step_size: Option<f64>,
-    /// PGD runs from fresh random starts (a sample keeps the first success).
+    /// PGD / APGD runs from fresh random starts (a sample keeps the first success).
     #[arg(long)]
     restarts: Option<usize>,
     /// none | random | least-likely (targeted PGD).
@@ -121,7 +124,15 @@ fn spec(args: &Args) -> anyhow::Result<AttackSpec> {
 fn main_run(args: Args) -> anyhow::Result<()> {
     let spec = spec(&args)?;
     let device = args.device.open()?;
-    let model = Classifier::load(&spec.model, &device)?;
+    let file = TensorFile::read(&spec.model, &device)?;
+    let model = Classifier::from_file(&file)?;
+    // The adaptive attack's objective comes from the model file; a file
+    // without it is refused here, before any data is read.
+    let objective = match spec.attack {
+        AttackKind::Adaptive => Some(AdaptiveObjective::from_model_file(&file)?),
+        _ => None,
+    };
+    drop(file);
     let ds = data::load(&DataDir::locate(), &spec.data)?;
     let full = if spec.split == "test" {
         &ds.test
@@ -145,7 +156,7 @@ fn main_run(args: Args) -> anyhow::Result<()> {
     let split = full.subset(spec.limit, seed)?.to_device(&device)?;
 
     let mut meta = Metadata::new();
-    meta.insert("attack".into(), format!("{:?}", spec.attack).to_lowercase());
+    meta.insert("attack".into(), spec.attack.name().into());
     meta.insert(
         "config".into(),
         serde_yaml::to_string(&spec).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -183,6 +194,7 @@ fn main_run(args: Args) -> anyhow::Result<()> {
     let summary = run(
         &spec,
         &model,
+        objective.as_ref(),
         &split,
         &indices,
         &args.out,

@@ -200,6 +200,28 @@ fn bad_input_is_refused_before_work() {
         ),
         ("no eps", vec![], "eps: expected at least one budget"),
         (
+            "an adaptive attack on a model file without MAT's weights",
+            vec![
+                "--eps".into(),
+                "0.3".into(),
+                "--set".into(),
+                "attack=adaptive".into(),
+            ],
+            "metadata `alpha`: expected",
+        ),
+        (
+            "a minimum-norm member of a composite",
+            vec![
+                "--eps".into(),
+                "0.3".into(),
+                "--set".into(),
+                "attack=composite".into(),
+                "--set".into(),
+                "composite.attacks=[apgd-ce, ddn]".into(),
+            ],
+            "composite.attacks: expected bounded attacks",
+        ),
+        (
             "unknown attack",
             vec![
                 "--eps".into(),
@@ -247,4 +269,89 @@ fn bad_input_is_refused_before_work() {
     let o = r.attack(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(stderr(&o).contains("missing.safetensors"), "{}", stderr(&o));
     assert!(!out.exists());
+}
+
+/// The adaptive attack reads alpha, beta and the centers from the model
+/// file; the composite (APGD-CE then APGD-T) keeps every point in its ball.
+#[test]
+fn adaptive_and_composite_attacks_run_from_the_model_file() {
+    let r = Run::new();
+    let model = r.model(Arch::SmallCnn);
+    // The same model, now carrying MAT's weights.
+    let file = mat_core::artifact::TensorFile::read(Path::new(&model), &Device::Cpu).unwrap();
+    let mut meta = file.metadata.clone();
+    meta.insert("alpha".into(), "0.1".into());
+    meta.insert("beta".into(), "2".into());
+    let with_weights = r.path("mat.safetensors");
+    mat_core::artifact::write_tensors(
+        &with_weights,
+        file.tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        &meta,
+    )
+    .unwrap();
+    for (attack, extra) in [
+        ("adaptive", vec![]),
+        ("composite", vec!["--set", "apgd.target_classes=2"]),
+    ] {
+        let out = r.path(attack);
+        let mut argv = vec![
+            "--model",
+            with_weights.to_str().unwrap(),
+            "--data",
+            "mnist-10k",
+            "--attack",
+            attack,
+            "--eps",
+            "0.1",
+            "--steps",
+            "5",
+            "--limit",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        argv.extend(extra);
+        ok(&r.attack(&argv));
+        let t = Table::read(&out.join("adv.parquet")).unwrap();
+        assert_eq!(t.num_rows(), 20);
+        assert_eq!(t.meta("attack").unwrap(), attack);
+        let linf = t.f32s("linf").unwrap();
+        assert!(
+            linf.iter().all(|l| *l as f64 <= 0.1 + 1e-6),
+            "{attack}: {linf:?}"
+        );
+        if attack == "adaptive" {
+            assert!(linf.iter().any(|l| *l > 0.0), "{attack} did nothing");
+        } else {
+            // The composite leaves points the model already gets wrong alone.
+            let clean = t.u32s("clean_prediction").unwrap();
+            let label = t.u32s("label").unwrap();
+            for i in 0..20 {
+                if clean[i] != label[i] {
+                    assert_eq!(linf[i], 0.0, "sample {i} was misclassified already");
+                }
+            }
+        }
+    }
+}
+
+/// Every attack config the pipelines use parses, names only known keys and
+/// passes validation once a model is given.
+#[test]
+fn pipeline_attack_configs_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/attack/mnist");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let spec: mat_core::attacks::spec::AttackSpec =
+            mat_core::config::load(&path, &["model=m.safetensors".to_string()])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        spec.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += 1;
+    }
+    assert!(seen >= 7, "found {seen} configs in {}", dir.display());
 }

@@ -3,6 +3,9 @@
 //! proposal into the eps-ball of its norm, clips it to [0, 1], and decides
 //! success; an attack only proposes points.
 
+pub mod adaptive;
+pub mod apgd;
+pub mod composite;
 pub mod cw;
 pub mod ddn;
 pub mod pgd;
@@ -11,6 +14,9 @@ pub mod spec;
 
 use candle_core::{DType, Tensor, Var, D};
 
+pub use adaptive::{AdaptiveObjective, AdaptivePgd};
+pub use apgd::{Apgd, ApgdLoss};
+pub use composite::Composite;
 pub use cw::CarliniWagner;
 pub use ddn::Ddn;
 pub use pgd::{Pgd, Target};
@@ -20,6 +26,12 @@ use crate::rng::SeededRng;
 /// Anything that maps a batch of images to class logits, in eval mode.
 pub trait Logits {
     fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor>;
+
+    /// The feature phi(x) under the logits, for models with a center head
+    /// (MAT, MMC); `None` for the rest. Adaptive attacks need it.
+    fn features(&self, _x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 impl<F: Fn(&Tensor) -> candle_core::Result<Tensor>> Logits for F {

@@ -18,7 +18,7 @@ use std::path::Path;
 use candle_core::Tensor;
 
 use super::spec::AttackSpec;
-use super::{run_attack, Logits};
+use super::{run_attack, AdaptiveObjective, Logits};
 use crate::artifact::{write_table, Columns, Metadata, TableWriter};
 use crate::data::Split;
 use crate::rng::SeededRng;
@@ -98,10 +98,13 @@ fn summarise(rec: &Record, eps: f64, minimum_norm: bool) -> SummaryRow {
 
 /// Attacks `split` (whose samples are `indices` of the dataset split) with
 /// every budget of `spec`, writing `adv.parquet` and `summary.parquet` into
-/// `out`; `metadata` is provenance added to both files.
+/// `out`; `metadata` is provenance added to both files. `objective` is
+/// the model's training objective, needed by the adaptive attack only.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     spec: &AttackSpec,
     model: &dyn Logits,
+    objective: Option<&AdaptiveObjective>,
     split: &Split,
     indices: &[u32],
     out: &Path,
@@ -123,7 +126,7 @@ pub fn run(
     };
     let mut summary = Vec::new();
     for &eps in &runs {
-        let attack = spec.build(eps);
+        let attack = spec.build(eps, objective)?;
         let mut rng = SeededRng::for_purpose(spec.seed, &format!("{}/{eps}", attack.name()));
         let mut rec = Record::default();
         events(Event::Start {

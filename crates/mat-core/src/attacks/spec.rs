@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Attack, CarliniWagner, Ddn, Norm, Pgd, Target};
+use super::{
+    AdaptiveObjective, AdaptivePgd, Apgd, ApgdLoss, Attack, CarliniWagner, Composite, Ddn, Norm,
+    Pgd, Target,
+};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +19,17 @@ pub enum AttackKind {
     Pgd,
     Cw,
     Ddn,
+    /// APGD on the cross-entropy.
+    ApgdCe,
+    /// APGD on the difference of logits ratio.
+    ApgdDlr,
+    /// Targeted APGD-DLR over the most likely wrong classes.
+    ApgdT,
+    /// The attacks of `composite.attacks` in turn, each on the points
+    /// still robust (AutoAttack's standard version without FAB and Square).
+    Composite,
+    /// PGD on the model's own training objective (MAT or TRADES).
+    Adaptive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +126,70 @@ impl Default for DdnSpec {
     }
 }
 
+impl AttackKind {
+    /// The name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fgsm => "fgsm",
+            Self::Pgd => "pgd",
+            Self::Cw => "cw",
+            Self::Ddn => "ddn",
+            Self::ApgdCe => "apgd-ce",
+            Self::ApgdDlr => "apgd-dlr",
+            Self::ApgdT => "apgd-t",
+            Self::Composite => "composite",
+            Self::Adaptive => "adaptive",
+        }
+    }
+}
+
+/// APGD (AutoAttack's defaults; `steps` is the shared `steps` key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApgdSpec {
+    #[serde(default = "rho")]
+    pub rho: f64,
+    /// Targeted: the number of target classes, from the 2nd most likely on.
+    #[serde(default = "target_classes")]
+    pub target_classes: usize,
+}
+
+fn rho() -> f64 {
+    0.75
+}
+fn target_classes() -> usize {
+    9
+}
+
+impl Default for ApgdSpec {
+    fn default() -> Self {
+        Self {
+            rho: rho(),
+            target_classes: target_classes(),
+        }
+    }
+}
+
+/// The members of a composite attack, in the order they run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositeSpec {
+    #[serde(default = "composite_attacks")]
+    pub attacks: Vec<AttackKind>,
+}
+
+fn composite_attacks() -> Vec<AttackKind> {
+    vec![AttackKind::ApgdCe, AttackKind::ApgdT]
+}
+
+impl Default for CompositeSpec {
+    fn default() -> Self {
+        Self {
+            attacks: composite_attacks(),
+        }
+    }
+}
+
 /// A `mat-attack` config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +224,10 @@ pub struct AttackSpec {
     pub cw: CwSpec,
     #[serde(default)]
     pub ddn: DdnSpec,
+    #[serde(default)]
+    pub apgd: ApgdSpec,
+    #[serde(default)]
+    pub composite: CompositeSpec,
     /// Attack a seeded subset of this many samples; all if absent.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -190,7 +272,7 @@ impl AttackSpec {
         if let Some(e) = self.eps.iter().find(|e| !(e.is_finite() && **e >= 0.0)) {
             return Err(bad("eps", "numbers >= 0", e));
         }
-        if self.attack == AttackKind::Pgd {
+        if self.iterative() {
             if self.steps == 0 {
                 return Err(bad("steps", "at least 1", 0));
             }
@@ -213,6 +295,36 @@ impl AttackSpec {
         if self.attack == AttackKind::Ddn && self.ddn.steps == 0 {
             return Err(bad("ddn.steps", "at least 1", 0));
         }
+        if !(self.apgd.rho > 0.0 && self.apgd.rho < 1.0) {
+            return Err(bad("apgd.rho", "a number in (0, 1)", self.apgd.rho));
+        }
+        if self.apgd.target_classes == 0 {
+            return Err(bad("apgd.target_classes", "at least 1", 0));
+        }
+        if self.attack == AttackKind::Composite {
+            if self.composite.attacks.is_empty() {
+                return Err(bad(
+                    "composite.attacks",
+                    "at least one attack",
+                    "an empty list",
+                ));
+            }
+            if let Some(k) = self.composite.attacks.iter().find(|k| {
+                matches!(
+                    k,
+                    AttackKind::Cw | AttackKind::Ddn | AttackKind::Composite | AttackKind::Adaptive
+                )
+            }) {
+                return Err(bad(
+                    "composite.attacks",
+                    "bounded attacks (fgsm, pgd, apgd-ce, apgd-dlr, apgd-t)",
+                    k.name(),
+                ));
+            }
+        }
+        if self.attack == AttackKind::Adaptive && self.norm == NormSpec::L2 {
+            return Err(bad("norm", "linf for the adaptive attack", "l2"));
+        }
         if self.attack == AttackKind::Fgsm && self.norm == NormSpec::L2 {
             return Err(bad("norm", "linf for FGSM", "l2"));
         }
@@ -223,17 +335,90 @@ impl AttackSpec {
         matches!(self.attack, AttackKind::Cw | AttackKind::Ddn)
     }
 
-    /// The attack for budget `eps`.
-    pub fn build(&self, eps: f64) -> Box<dyn Attack> {
-        match self.attack {
+    /// The attack takes `steps` and `step_size`.
+    fn iterative(&self) -> bool {
+        matches!(
+            self.attack,
+            AttackKind::Pgd
+                | AttackKind::ApgdCe
+                | AttackKind::ApgdDlr
+                | AttackKind::ApgdT
+                | AttackKind::Composite
+                | AttackKind::Adaptive
+        )
+    }
+
+    fn norm(&self) -> Norm {
+        match self.norm {
+            NormSpec::Linf => Norm::Linf,
+            NormSpec::L2 => Norm::L2,
+        }
+    }
+
+    /// PGD's step for budget `eps`: `step_size`, or eps·0.01/0.3.
+    fn pgd_step(&self, eps: f64) -> f64 {
+        self.step_size.unwrap_or(eps * 0.01 / 0.3)
+    }
+
+    /// The attack for budget `eps`. The adaptive attack needs the model's
+    /// training objective (read from its file by
+    /// [`AdaptiveObjective::from_model_file`]).
+    pub fn build(
+        &self,
+        eps: f64,
+        objective: Option<&AdaptiveObjective>,
+    ) -> Result<Box<dyn Attack>> {
+        if self.attack == AttackKind::Composite {
+            let members = self
+                .composite
+                .attacks
+                .iter()
+                .map(|&k| self.build_one(k, eps, objective))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Box::new(Composite::new(members)?));
+        }
+        self.build_one(self.attack, eps, objective)
+    }
+
+    fn build_one(
+        &self,
+        kind: AttackKind,
+        eps: f64,
+        objective: Option<&AdaptiveObjective>,
+    ) -> Result<Box<dyn Attack>> {
+        let apgd = |loss| {
+            Box::new(Apgd {
+                norm: self.norm(),
+                steps: self.steps,
+                loss,
+                rho: self.apgd.rho,
+                restarts: self.restarts,
+                target_classes: self.apgd.target_classes,
+            })
+        };
+        Ok(match kind {
+            AttackKind::Composite => {
+                return Err(bad("composite.attacks", "bounded attacks", "composite"))
+            }
+            AttackKind::Adaptive => Box::new(AdaptivePgd {
+                steps: self.steps,
+                step_size: self.pgd_step(eps),
+                objective: objective
+                    .ok_or_else(|| {
+                        Error::Invalid(
+                            "the adaptive attack needs the model's training objective".into(),
+                        )
+                    })?
+                    .clone(),
+            }),
+            AttackKind::ApgdCe => apgd(ApgdLoss::Ce),
+            AttackKind::ApgdDlr => apgd(ApgdLoss::Dlr),
+            AttackKind::ApgdT => apgd(ApgdLoss::DlrTargeted),
             AttackKind::Fgsm => Box::new(Pgd::fgsm()),
             AttackKind::Pgd => Box::new(Pgd {
-                norm: match self.norm {
-                    NormSpec::Linf => Norm::Linf,
-                    NormSpec::L2 => Norm::L2,
-                },
+                norm: self.norm(),
                 steps: self.steps,
-                step_size: self.step_size.unwrap_or(eps * 0.01 / 0.3),
+                step_size: self.pgd_step(eps),
                 random_start: self.random_start,
                 restarts: self.restarts,
                 target: match self.target {
@@ -255,6 +440,6 @@ impl AttackSpec {
                 init_norm: self.ddn.init_norm,
                 gamma: self.ddn.gamma,
             }),
-        }
+        })
     }
 }

@@ -203,6 +203,16 @@ impl Classifier {
         self.net.forward_t(xs, train)
     }
 
+    /// The features of the analysis (Tables 1 and 5, Figure 1), in eval
+    /// mode: phi(x) for models with centers (MAT, MMC), the penultimate
+    /// layer for the rest.
+    pub fn analysis_features(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self.head {
+            Head::Identity => self.net.penultimate_t(xs, false),
+            Head::Centers(_) | Head::Mmc(_) => self.features_t(xs, false),
+        }
+    }
+
     /// Class logits.
     pub fn logits_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let z = self.features_t(xs, train)?;
@@ -363,6 +373,13 @@ impl Classifier {
 impl crate::attacks::Logits for Classifier {
     fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.logits_t(x, false)
+    }
+
+    fn features(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        match self.head {
+            Head::Identity => Ok(None),
+            Head::Centers(_) | Head::Mmc(_) => self.features_t(x, false).map(Some),
+        }
     }
 }
 

@@ -1,0 +1,167 @@
+//! Adaptive PGD (Section 4.4): L∞ PGD that ascends the defence's own
+//! training objective instead of the cross-entropy, so a defence whose
+//! objective differs from CE cannot hide behind it.
+//! - MAT: `FTC(phi(x'), mu_y) + alpha·SO(phi(x'), mu_y) + beta·CD(phi(x), phi(x'))`
+//!   (Eq. 9 with BIBO's inner max simplified to the attacked point itself);
+//! - TRADES: `CE(f(x'), y) + beta·KL(f(x) || f(x'))`.
+//!
+//! alpha, beta and the centers come from the model file, so the attack
+//! always matches the weights the model was trained with.
+//!
+//! Distance: L∞. Arguments: steps, step size; a uniform random start.
+
+use candle_core::{Tensor, Var};
+
+use super::{project, Attack, Logits, Norm};
+use crate::artifact::TensorFile;
+use crate::losses::{cosine_distance, ftc_loss, kl_divergence, so_loss};
+use crate::rng::SeededRng;
+use crate::{Error, Result};
+
+/// The training objective an adaptive attack ascends.
+#[derive(Debug, Clone)]
+pub enum AdaptiveObjective {
+    Mat {
+        alpha: f64,
+        beta: f64,
+        centers: Tensor,
+    },
+    Trades {
+        beta: f64,
+    },
+}
+
+impl AdaptiveObjective {
+    /// Reads the objective from a model file written by `mat-train`: its
+    /// `method`, `alpha` and `beta` (MAT), `trades_beta` (TRADES), and the
+    /// centers of its head.
+    pub fn from_model_file(file: &TensorFile) -> Result<Self> {
+        let number = |key: &str| -> Result<f64> {
+            let v = file.meta(key)?;
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| Error::Metadata {
+                    path: file.path.clone(),
+                    key: key.into(),
+                    expected: "a number >= 0".into(),
+                    found: v.into(),
+                })
+        };
+        match file.meta("method")? {
+            "mat" => Ok(Self::Mat {
+                alpha: number("alpha")?,
+                beta: number("beta")?,
+                centers: file.tensors.get("head.weight").cloned().ok_or_else(|| {
+                    Error::Metadata {
+                        path: file.path.clone(),
+                        key: "head.weight".into(),
+                        expected: "the MAT centers tensor".into(),
+                        found: "no such tensor".into(),
+                    }
+                })?,
+            }),
+            "trades" => Ok(Self::Trades {
+                beta: number("trades_beta")?,
+            }),
+            other => Err(Error::Metadata {
+                path: file.path.clone(),
+                key: "method".into(),
+                expected: "mat or trades (the adaptive attack ascends their training objective)"
+                    .into(),
+                found: other.into(),
+            }),
+        }
+    }
+
+    /// The objective at `x_adv` for clean `x`, batch mean.
+    fn value(
+        &self,
+        model: &dyn Logits,
+        x_adv: &Tensor,
+        clean: &Tensor,
+        y: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Mat {
+                alpha,
+                beta,
+                centers,
+            } => {
+                let phi_adv = model.features(x_adv)?.ok_or_else(|| {
+                    candle_core::Error::Msg(
+                        "the adaptive MAT attack needs a model with a feature layer".into(),
+                    )
+                })?;
+                let mut loss = ftc_loss(&phi_adv, centers, y)?;
+                if *alpha != 0.0 {
+                    loss = (loss + (so_loss(&phi_adv, centers, y)? * *alpha)?)?;
+                }
+                if *beta != 0.0 {
+                    loss = (loss + (cosine_distance(clean, &phi_adv)?.mean_all()? * *beta)?)?;
+                }
+                Ok(loss)
+            }
+            Self::Trades { beta } => {
+                let logits = model.logits(x_adv)?;
+                let ce = candle_nn::loss::cross_entropy(&logits, y)?;
+                ce + (kl_divergence(clean, &logits)?.mean_all()? * *beta)?
+            }
+        }
+    }
+
+    /// What the objective compares `x_adv` with: phi(x) (MAT) or f(x)
+    /// (TRADES), fixed during the attack.
+    fn clean_reference(&self, model: &dyn Logits, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Mat { .. } => model.features(x)?.map(|t| t.detach()).ok_or_else(|| {
+                candle_core::Error::Msg(
+                    "the adaptive MAT attack needs a model with a feature layer".into(),
+                )
+            }),
+            Self::Trades { .. } => Ok(model.logits(x)?.detach()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdaptivePgd {
+    pub steps: usize,
+    pub step_size: f64,
+    pub objective: AdaptiveObjective,
+}
+
+impl Attack for AdaptivePgd {
+    fn name(&self) -> &'static str {
+        "adaptive-pgd"
+    }
+
+    fn norm(&self) -> Norm {
+        Norm::Linf
+    }
+
+    fn propose(
+        &self,
+        model: &dyn Logits,
+        x: &Tensor,
+        y: &Tensor,
+        eps: f64,
+        rng: &mut SeededRng,
+    ) -> candle_core::Result<Tensor> {
+        let to_candle = |e: Error| candle_core::Error::Msg(e.to_string());
+        let clean = self.objective.clean_reference(model, x)?;
+        let start = rng
+            .uniform(x.shape(), -eps as f32, eps as f32, x.device())
+            .map_err(to_candle)?;
+        let mut adv = project(x, &(x + start)?, eps, Norm::Linf)?;
+        for _ in 0..self.steps {
+            let v = Var::from_tensor(&adv)?;
+            let loss = self.objective.value(model, v.as_tensor(), &clean, y)?;
+            let g = loss.backward()?.get(&v).cloned().ok_or_else(|| {
+                candle_core::Error::Msg("the model's output does not depend on its input".into())
+            })?;
+            adv = project(x, &(adv + (g.sign()? * self.step_size)?)?, eps, Norm::Linf)?;
+        }
+        Ok(adv)
+    }
+}
