@@ -33,6 +33,157 @@ enum Command {
         /// The artifact to read.
         file: PathBuf,
     },
+    /// Run a pipeline's stages whose inputs changed, in dependency order.
+    Repro {
+        /// A pipeline file (pipelines/NAME.yaml).
+        pipeline: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Say for each stage whether it would run and why; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run this stage even if it is up to date (repeatable).
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Independent stages to run at once.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// After a failure, go on with the stages that do not depend on it.
+        #[arg(long)]
+        keep_going: bool,
+        /// Do not reuse or fill the run cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// For each stage of a pipeline: up to date, or why it would run.
+    Status {
+        pipeline: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The stages of a pipeline in dependency order, with what each reads.
+    Dag {
+        pipeline: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Remove run-cache entries that no lock file under runs/ refers to.
+    Gc,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A profile of the pipeline (`profiles:`).
+    #[arg(long, default_value = "quick")]
+    profile: String,
+}
+
+/// Where runs and the run cache live.
+const RUNS: &str = "runs";
+
+fn load_pipeline(path: &std::path::Path, profile: &str) -> anyhow::Result<mat_pipeline::Pipeline> {
+    Ok(mat_pipeline::Pipeline::load(
+        path,
+        profile,
+        std::path::Path::new(RUNS),
+    )?)
+}
+
+fn pipeline_options() -> mat_pipeline::Options {
+    mat_pipeline::Options {
+        cache: Some(PathBuf::from(RUNS).join(".cache")),
+        ..mat_pipeline::Options::default()
+    }
+}
+
+/// Stage commands name the stage programs (`mat-train`, ...): the ones
+/// built beside this binary come first on PATH.
+fn put_stage_programs_on_path() {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+    {
+        let mut paths = vec![dir];
+        if let Some(old) = std::env::var_os("PATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        if let Ok(joined) = std::env::join_paths(paths) {
+            std::env::set_var("PATH", joined);
+        }
+    }
+}
+
+fn describe(o: &mat_pipeline::Outcome) -> String {
+    use mat_pipeline::Outcome::*;
+    match o {
+        UpToDate => "up to date, skipped".into(),
+        Ran(r) => format!("ran ({r})"),
+        Restored(r) => format!("restored from the run cache ({r})"),
+        WouldRun(r) => format!("would run: {r}"),
+        Failed(e) => format!("FAILED: {e}"),
+        NotRun => "not run (an upstream stage failed)".into(),
+    }
+}
+
+fn repro(pipeline: PathBuf, profile: &str, opts: mat_pipeline::Options) -> anyhow::Result<()> {
+    put_stage_programs_on_path();
+    let p = load_pipeline(&pipeline, profile)?;
+    let start = std::time::Instant::now();
+    eprintln!(
+        "{}: {} stages, profile {profile}, outputs in {}",
+        pipeline.display(),
+        p.stages.len(),
+        p.out_dir.display()
+    );
+    let results = mat_pipeline::repro(&p, &opts, &mut |name, o| {
+        eprintln!("  {name}: {}", describe(o));
+    })?;
+    if !opts.dry_run {
+        let ran = results
+            .iter()
+            .filter(|(_, o)| !matches!(o, mat_pipeline::Outcome::UpToDate))
+            .count();
+        eprintln!(
+            "{}: {ran} of {} stages ran or were restored, {:.1} s",
+            pipeline.display(),
+            results.len(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn gc() -> anyhow::Result<()> {
+    fn locks(
+        dir: &std::path::Path,
+        keep: &mut std::collections::BTreeSet<String>,
+    ) -> anyhow::Result<()> {
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(dir)? {
+            let p = entry?.path();
+            if p.is_dir() && p.file_name().is_some_and(|n| n != ".cache") {
+                locks(&p, keep)?;
+            } else if p
+                .file_name()
+                .is_some_and(|n| n == mat_pipeline::lock::LOCK_FILE)
+            {
+                let lock = mat_pipeline::lock::Lock::read(p.parent().expect("a folder"))?;
+                keep.extend(lock.stages.into_values().map(|s| s.cache_key));
+            }
+        }
+        Ok(())
+    }
+    let mut keep = std::collections::BTreeSet::new();
+    locks(std::path::Path::new(RUNS), &mut keep)?;
+    let cache = mat_pipeline::cache::RunCache::new(PathBuf::from(RUNS).join(".cache"));
+    let removed = cache.gc(&keep)?;
+    println!(
+        "mat gc: removed {removed} run-cache entries, kept {}",
+        keep.len()
+    );
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -117,6 +268,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", mat_core::artifact::inspect(&file)?);
             Ok(())
         }
+        Command::Repro {
+            pipeline,
+            run,
+            dry_run,
+            force,
+            jobs,
+            keep_going,
+            no_cache,
+        } => {
+            let mut opts = pipeline_options();
+            opts.dry_run = dry_run;
+            opts.force = force.into_iter().collect();
+            opts.jobs = jobs;
+            opts.keep_going = keep_going;
+            if no_cache {
+                opts.cache = None;
+            }
+            repro(pipeline, &run.profile, opts)
+        }
+        Command::Status { pipeline, run } => {
+            let opts = mat_pipeline::Options {
+                dry_run: true,
+                ..pipeline_options()
+            };
+            repro(pipeline, &run.profile, opts)
+        }
+        Command::Dag { pipeline, run } => {
+            let p = load_pipeline(&pipeline, &run.profile)?;
+            for s in &p.stages {
+                if s.upstream.is_empty() {
+                    println!("{}", s.name);
+                } else {
+                    println!("{} <- {}", s.name, s.upstream.join(", "));
+                }
+            }
+            Ok(())
+        }
+        Command::Gc => gc(),
     }
 }
 

@@ -1,0 +1,20 @@
+//! Pipelines of stage programs in the spirit of `dvc.yaml`: named stages
+//! with a command, the files they read (`deps`), the values they read
+//! (`params`) and the files they write (`outs`); `foreach`/`matrix`
+//! expansion, `vars`, named profiles that override params. A stage runs
+//! only when the hash of its expanded command, its params, its
+//! dependencies' contents or its program changed, or an output is missing
+//! or changed; the hashes live in a lock file beside the run's outputs, and
+//! a content-addressed run cache lets any pipeline reuse a stage already run
+//! with the same inputs.
+
+pub mod cache;
+pub mod error;
+pub mod hash;
+pub mod lock;
+pub mod run;
+pub mod spec;
+
+pub use error::{Error, Result};
+pub use run::{repro, Options, Outcome, Reason};
+pub use spec::{Pipeline, Stage};

@@ -1,0 +1,459 @@
+//! `mat repro`: decides which stages must run, runs them in dependency
+//! order (independent ones in parallel, within `--jobs` and the resources
+//! they claim), and records each finished stage in the lock file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+
+use crate::cache::{remove, RunCache};
+use crate::error::{Error, IoContext, Result};
+use crate::hash;
+use crate::lock::{Lock, StageLock};
+use crate::spec::{Pipeline, Stage};
+
+/// Why a stage runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    NeverRun,
+    Forced,
+    CommandChanged,
+    ParamsChanged(Vec<String>),
+    DepChanged(PathBuf),
+    DepMissing(PathBuf),
+    ProgramChanged,
+    OutMissing(PathBuf),
+    OutChanged(PathBuf),
+    /// Dry run: an upstream stage would run first.
+    Upstream(String),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NeverRun => write!(f, "not in the lock file"),
+            Self::Forced => write!(f, "forced"),
+            Self::CommandChanged => write!(f, "its command changed"),
+            Self::ParamsChanged(k) => write!(f, "params changed: {}", k.join(", ")),
+            Self::DepChanged(p) => write!(f, "{} changed", p.display()),
+            Self::DepMissing(p) => write!(f, "{} is missing", p.display()),
+            Self::ProgramChanged => write!(f, "its program changed"),
+            Self::OutMissing(p) => write!(f, "output {} is missing", p.display()),
+            Self::OutChanged(p) => write!(f, "output {} changed", p.display()),
+            Self::Upstream(s) => write!(f, "upstream stage `{s}` runs first"),
+        }
+    }
+}
+
+/// What happened to a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    UpToDate,
+    Ran(Reason),
+    /// Outputs copied from the run cache.
+    Restored(Reason),
+    WouldRun(Reason),
+    Failed(String),
+    /// An upstream stage failed.
+    NotRun,
+}
+
+pub struct Options {
+    pub dry_run: bool,
+    pub force: BTreeSet<String>,
+    pub jobs: usize,
+    pub keep_going: bool,
+    /// The run cache; `None` turns it off.
+    pub cache: Option<PathBuf>,
+    /// Capacity of each resource (`gpu: 1`); unnamed resources have 1.
+    pub capacity: BTreeMap<String, u32>,
+    /// Where a stage's command runs.
+    pub workdir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            force: BTreeSet::new(),
+            jobs: 1,
+            keep_going: false,
+            cache: None,
+            capacity: BTreeMap::new(),
+            workdir: PathBuf::from("."),
+        }
+    }
+}
+
+/// The first word of a command, resolved to a file (in the work dir or on
+/// PATH): the stage program whose change reruns the stage.
+fn program_of(cmd: &str, workdir: &Path) -> Option<PathBuf> {
+    let first = cmd.split_whitespace().next()?;
+    if first.contains('/') {
+        let p = workdir.join(first);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(first))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The stage's inputs as they are now.
+struct Current {
+    params: BTreeMap<String, String>,
+    deps: BTreeMap<PathBuf, Option<String>>,
+    program: Option<String>,
+}
+
+fn current(stage: &Stage, workdir: &Path) -> Result<Current> {
+    let mut deps = BTreeMap::new();
+    for d in &stage.deps {
+        deps.insert(d.clone(), hash::path(&workdir.join(d))?);
+    }
+    let program = match program_of(&stage.cmd, workdir) {
+        Some(p) => hash::path(&p)?,
+        None => None,
+    };
+    Ok(Current {
+        params: stage.params.clone(),
+        deps,
+        program,
+    })
+}
+
+fn cache_key(stage: &Stage, cur: &Current) -> String {
+    let text = serde_json::json!({
+        "cmd": stage.cmd,
+        "params": cur.params,
+        "deps": cur.deps,
+        "outs": stage.outs,
+        "program": cur.program,
+    });
+    hash::text(&text.to_string())
+}
+
+/// Why `stage` must run, or `None` when it is up to date.
+fn reason(
+    stage: &Stage,
+    cur: &Current,
+    lock: Option<&StageLock>,
+    workdir: &Path,
+    forced: bool,
+) -> Result<Option<Reason>> {
+    if forced {
+        return Ok(Some(Reason::Forced));
+    }
+    let Some(l) = lock else {
+        return Ok(Some(Reason::NeverRun));
+    };
+    if l.params != cur.params {
+        let keys: Vec<String> = cur
+            .params
+            .keys()
+            .chain(l.params.keys())
+            .filter(|k| cur.params.get(*k) != l.params.get(*k))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        return Ok(Some(Reason::ParamsChanged(keys)));
+    }
+    // After params: a command that interpolates a param changes with it,
+    // and the param is the better reason.
+    if l.cmd != stage.cmd {
+        return Ok(Some(Reason::CommandChanged));
+    }
+    for (d, h) in &cur.deps {
+        match h {
+            None => return Ok(Some(Reason::DepMissing(d.clone()))),
+            Some(h) if l.deps.get(d) != Some(h) => return Ok(Some(Reason::DepChanged(d.clone()))),
+            _ => {}
+        }
+    }
+    if l.deps.keys().any(|d| !cur.deps.contains_key(d)) {
+        return Ok(Some(Reason::CommandChanged));
+    }
+    if l.program != cur.program {
+        return Ok(Some(Reason::ProgramChanged));
+    }
+    for o in &stage.outs {
+        match hash::path(&workdir.join(o))? {
+            None => return Ok(Some(Reason::OutMissing(o.clone()))),
+            Some(h) if l.outs.get(o) != Some(&h) => return Ok(Some(Reason::OutChanged(o.clone()))),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Runs one stage's command; on failure removes whatever it left of its
+/// outputs.
+fn execute(stage: &Stage, workdir: &Path, log_dir: &Path) -> Result<()> {
+    for o in &stage.outs {
+        let p = workdir.join(o);
+        if p.exists() {
+            remove(&p)?;
+        }
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).at(parent)?;
+        }
+    }
+    std::fs::create_dir_all(log_dir).at(log_dir)?;
+    let log_path = log_dir.join(format!("{}.log", stage.name.replace(['/', '@'], "_")));
+    let log = std::fs::File::create(&log_path).at(&log_path)?;
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(&stage.cmd)
+        .current_dir(workdir)
+        .stdout(log.try_clone().at(&log_path)?)
+        .stderr(log)
+        .status()
+        .at(Path::new("bash"))?;
+    let missing: Vec<&PathBuf> = stage
+        .outs
+        .iter()
+        .filter(|o| !workdir.join(o).exists())
+        .collect();
+    if status.success() && missing.is_empty() {
+        return Ok(());
+    }
+    for o in &stage.outs {
+        let p = workdir.join(o);
+        if p.exists() {
+            remove(&p)?;
+        }
+    }
+    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+    let what = if status.success() {
+        format!(
+            "exited 0 but did not write {}",
+            missing
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!("{status}")
+    };
+    Err(Error::StageFailed {
+        stage: stage.name.clone(),
+        status: format!(
+            "{what}; log {}:\n{}",
+            log_path.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ),
+    })
+}
+
+/// Decides, restores from the cache, or runs one stage; returns the outcome
+/// and the lock entry to record.
+fn process(
+    stage: &Stage,
+    lock: Option<&StageLock>,
+    opts: &Options,
+    log_dir: &Path,
+) -> Result<(Outcome, Option<StageLock>)> {
+    let wd = &opts.workdir;
+    let cur = current(stage, wd)?;
+    let Some(why) = reason(stage, &cur, lock, wd, opts.force.contains(&stage.name))? else {
+        return Ok((Outcome::UpToDate, None));
+    };
+    let key = cache_key(stage, &cur);
+    let cache = opts.cache.as_ref().map(RunCache::new);
+    let from_cache = why != Reason::Forced
+        && cur.deps.values().all(Option::is_some)
+        && cache
+            .as_ref()
+            .is_some_and(|c| c.has(&key, stage.outs.len()));
+    let outs_abs: Vec<PathBuf> = stage.outs.iter().map(|o| wd.join(o)).collect();
+    let outcome = if from_cache {
+        cache.as_ref().expect("checked").restore(&key, &outs_abs)?;
+        Outcome::Restored(why)
+    } else {
+        execute(stage, wd, log_dir)?;
+        if let Some(c) = &cache {
+            c.store(&key, &outs_abs)?;
+        }
+        Outcome::Ran(why)
+    };
+    // Dependencies are hashed again: a stage may not change its inputs, but
+    // if it did the lock must say what the outputs were made from.
+    let cur = current(stage, wd)?;
+    let mut outs = BTreeMap::new();
+    for o in &stage.outs {
+        outs.insert(o.clone(), hash::path(&wd.join(o))?.unwrap_or_default());
+    }
+    Ok((
+        outcome,
+        Some(StageLock {
+            cmd: stage.cmd.clone(),
+            params: cur.params,
+            deps: cur
+                .deps
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or_default()))
+                .collect(),
+            outs,
+            program: cur.program,
+            cache_key: key,
+        }),
+    ))
+}
+
+/// Runs `pipeline`. `report` hears each stage's outcome as it happens.
+pub fn repro(
+    pipeline: &Pipeline,
+    opts: &Options,
+    report: &mut dyn FnMut(&str, &Outcome),
+) -> Result<Vec<(String, Outcome)>> {
+    for f in &opts.force {
+        if pipeline.stage(f).is_none() {
+            return Err(Error::Invalid(format!(
+                "--force {f}: no such stage in {} (stages: {})",
+                pipeline.path.display(),
+                pipeline
+                    .stages
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let lock_dir = opts.workdir.join(&pipeline.out_dir);
+    let mut lock = Lock::read(&lock_dir)?;
+    let log_dir = lock_dir.join("logs");
+    let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
+
+    if opts.dry_run {
+        let mut runs: BTreeSet<String> = BTreeSet::new();
+        for s in &pipeline.stages {
+            let cur = current(s, &opts.workdir)?;
+            let why = match s.upstream.iter().find(|u| runs.contains(*u)) {
+                Some(u) if !opts.force.contains(&s.name) => Some(Reason::Upstream(u.clone())),
+                _ => reason(
+                    s,
+                    &cur,
+                    lock.stages.get(&s.name),
+                    &opts.workdir,
+                    opts.force.contains(&s.name),
+                )?,
+            };
+            let o = match why {
+                Some(w) => {
+                    runs.insert(s.name.clone());
+                    Outcome::WouldRun(w)
+                }
+                None => Outcome::UpToDate,
+            };
+            report(&s.name, &o);
+            results.insert(s.name.clone(), o);
+        }
+        return Ok(pipeline
+            .stages
+            .iter()
+            .map(|s| (s.name.clone(), results[&s.name].clone()))
+            .collect());
+    }
+
+    // A simple scheduler: start every stage whose producers finished, as
+    // long as jobs and resources allow; wait for one to finish; repeat.
+    let jobs = opts.jobs.max(1);
+    let mut pending: Vec<&Stage> = pipeline.stages.iter().collect();
+    let mut running: BTreeSet<String> = BTreeSet::new();
+    let mut in_use: BTreeMap<String, u32> = BTreeMap::new();
+    let mut first_error: Option<Error> = None;
+    let (tx, rx) = mpsc::channel::<(String, Result<(Outcome, Option<StageLock>)>)>();
+    std::thread::scope(|scope| -> Result<()> {
+        loop {
+            // Stages blocked by a failure are settled first.
+            let mut i = 0;
+            while i < pending.len() {
+                let s = pending[i];
+                let blocked = s
+                    .upstream
+                    .iter()
+                    .any(|u| matches!(results.get(u), Some(Outcome::Failed(_) | Outcome::NotRun)));
+                if blocked || (first_error.is_some() && !opts.keep_going) {
+                    results.insert(s.name.clone(), Outcome::NotRun);
+                    report(&s.name, &Outcome::NotRun);
+                    pending.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            let mut i = 0;
+            while i < pending.len() && running.len() < jobs {
+                let s = pending[i];
+                let ready = s.upstream.iter().all(|u| results.contains_key(u));
+                let fits = s.resources.iter().all(|(r, n)| {
+                    in_use.get(r).copied().unwrap_or(0) + n
+                        <= opts.capacity.get(r).copied().unwrap_or(1)
+                });
+                if ready && fits {
+                    for (r, n) in &s.resources {
+                        *in_use.entry(r.clone()).or_default() += n;
+                    }
+                    running.insert(s.name.clone());
+                    pending.remove(i);
+                    let tx = tx.clone();
+                    let entry = lock.stages.get(&s.name).cloned();
+                    let log_dir = log_dir.clone();
+                    scope.spawn(move || {
+                        let r = process(s, entry.as_ref(), opts, &log_dir);
+                        let _ = tx.send((s.name.clone(), r));
+                    });
+                } else {
+                    i += 1;
+                }
+            }
+            if running.is_empty() {
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                // Nothing runs and nothing can start: a resource claim
+                // exceeds its capacity.
+                let s = pending[0];
+                return Err(Error::Invalid(format!(
+                    "stage `{}` claims {:?}, more than the capacity {:?}",
+                    s.name, s.resources, opts.capacity
+                )));
+            }
+            let (name, r) = rx.recv().expect("a worker reports");
+            running.remove(&name);
+            let stage = pipeline.stage(&name).expect("a known stage");
+            for (res, n) in &stage.resources {
+                *in_use.entry(res.clone()).or_default() -= n;
+            }
+            let outcome = match r {
+                Ok((o, entry)) => {
+                    if let Some(e) = entry {
+                        lock.stages.insert(name.clone(), e);
+                        lock.write(&lock_dir)?;
+                    }
+                    o
+                }
+                Err(e) => {
+                    let o = Outcome::Failed(e.to_string());
+                    first_error.get_or_insert(e);
+                    o
+                }
+            };
+            report(&name, &outcome);
+            results.insert(name, outcome);
+        }
+    })?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(pipeline
+        .stages
+        .iter()
+        .map(|s| (s.name.clone(), results[&s.name].clone()))
+        .collect())
+}

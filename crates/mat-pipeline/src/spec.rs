@@ -1,0 +1,400 @@
+//! Pipeline files: parsing (unknown keys are errors with line and column),
+//! `foreach`/`matrix` expansion, `${...}` interpolation, profiles, and the
+//! dependency graph (missing references and cycles are located errors).
+//!
+//! Interpolation inside `cmd`, `deps`, `outs` and `params`:
+//! `${item}` (foreach), `${item.AXIS}` (matrix), `${vars.NAME}`,
+//! `${params.KEY.PATH}` (after the profile's overrides), `${out}` (the
+//! run's folder `runs/<pipeline>/<profile>`), `${profile}`, `${pipeline}`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::error::{Error, IoContext, Result};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    #[serde(default)]
+    vars: BTreeMap<String, Value>,
+    #[serde(default)]
+    params: Option<Value>,
+    #[serde(default)]
+    profiles: BTreeMap<String, Value>,
+    stages: BTreeMap<String, RawStage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    cmd: String,
+    #[serde(default)]
+    deps: Vec<String>,
+    #[serde(default)]
+    params: Vec<String>,
+    #[serde(default)]
+    outs: Vec<String>,
+    #[serde(default)]
+    foreach: Option<Vec<Value>>,
+    #[serde(default)]
+    matrix: Option<BTreeMap<String, Vec<Value>>>,
+    /// Claims on named resources, e.g. `gpu: 1`.
+    #[serde(default)]
+    resources: BTreeMap<String, u32>,
+}
+
+/// One stage after expansion and interpolation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub name: String,
+    pub cmd: String,
+    pub deps: Vec<PathBuf>,
+    pub outs: Vec<PathBuf>,
+    /// Each declared param with its value (JSON).
+    pub params: BTreeMap<String, String>,
+    pub resources: BTreeMap<String, u32>,
+    /// Names of the stages whose outputs this stage reads.
+    pub upstream: Vec<String>,
+}
+
+/// A pipeline, expanded for one profile, its stages in dependency order.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub path: PathBuf,
+    pub name: String,
+    pub profile: String,
+    /// `runs/<pipeline>/<profile>`: the lock file and, by convention, the
+    /// outputs.
+    pub out_dir: PathBuf,
+    pub stages: Vec<Stage>,
+}
+
+/// The line and column of the first `key:` in `text` (for errors about a
+/// key that parsed but means something wrong).
+fn locate(text: &str, key: &str) -> (usize, usize) {
+    let pat = format!("{key}:");
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with(&pat) {
+            return (i + 1, line.len() - t.len() + 1);
+        }
+    }
+    (0, 0)
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches("---")
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Looks up a dotted key in a YAML mapping.
+fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.').try_fold(root, |node, part| node.get(part))
+}
+
+/// Deep merge of `over` into `base` (mappings merge, anything else replaces).
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+struct Scope<'a> {
+    item: Option<&'a Value>,
+    vars: &'a BTreeMap<String, Value>,
+    params: &'a Value,
+    out: &'a str,
+    profile: &'a str,
+    pipeline: &'a str,
+}
+
+impl Scope<'_> {
+    fn resolve(&self, expr: &str) -> std::result::Result<String, String> {
+        let expr = expr.trim();
+        let (head, rest) = match expr.split_once('.') {
+            Some((h, r)) => (h, Some(r)),
+            None => (expr, None),
+        };
+        let found = match (head, rest) {
+            ("out", None) => Some(self.out.to_string()),
+            ("profile", None) => Some(self.profile.to_string()),
+            ("pipeline", None) => Some(self.pipeline.to_string()),
+            ("item", None) => self.item.map(value_text),
+            ("item", Some(k)) => self.item.and_then(|i| lookup(i, k)).map(value_text),
+            ("vars", Some(k)) => self.vars.get(k).map(value_text),
+            ("params", Some(k)) => lookup(self.params, k).map(value_text),
+            _ => None,
+        };
+        found.ok_or_else(|| {
+            let vars: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+            format!(
+                "`${{{expr}}}` refers to nothing (known: item{}, vars.{{{}}}, params.*, out, profile, pipeline)",
+                if self.item.is_some() { ", item.*" } else { " (this stage has no foreach/matrix)" },
+                vars.join(", ")
+            )
+        })
+    }
+
+    fn interpolate(&self, s: &str) -> std::result::Result<String, String> {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("`{s}`: `${{` without a closing `}}`"))?;
+            out.push_str(&self.resolve(&after[..end])?);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+impl Pipeline {
+    /// Reads and expands `path` for `profile`; outputs go under `runs_root`
+    /// (`runs/<pipeline>/<profile>`).
+    pub fn load(path: &Path, profile: &str, runs_root: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let err = |line: usize, column: usize, what: String| Error::Pipeline {
+            path: path.to_path_buf(),
+            line,
+            column,
+            what,
+        };
+        let raw: RawPipeline = serde_yaml::from_str(&text).map_err(|e| {
+            let (l, c) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            err(l, c, e.to_string())
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into());
+        let mut params = raw
+            .params
+            .clone()
+            .unwrap_or(Value::Mapping(Default::default()));
+        if !raw.profiles.is_empty() || profile != "default" {
+            let over = raw.profiles.get(profile).ok_or_else(|| {
+                let (l, c) = locate(&text, "profiles");
+                let known: Vec<&str> = raw.profiles.keys().map(String::as_str).collect();
+                err(
+                    l,
+                    c,
+                    format!(
+                        "profile `{profile}` is not defined (profiles: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                )
+            })?;
+            if let Some(p) = over.get("params") {
+                merge(&mut params, p);
+            } else if !over.is_null() && over.as_mapping().is_none_or(|m| !m.is_empty()) {
+                let (l, c) = locate(&text, profile);
+                return Err(err(
+                    l,
+                    c,
+                    format!("profile `{profile}`: expected `params:` overrides"),
+                ));
+            }
+        }
+        let out_dir = runs_root.join(&name).join(profile);
+        let out_text = out_dir.to_string_lossy().into_owned();
+
+        let mut stages = Vec::new();
+        for (stage_name, rs) in &raw.stages {
+            let (line, column) = locate(&text, stage_name);
+            let fail = |what: String| err(line, column, format!("stage `{stage_name}`: {what}"));
+            let items: Vec<(String, Option<Value>)> = match (&rs.foreach, &rs.matrix) {
+                (Some(_), Some(_)) => return Err(fail("has both `foreach` and `matrix`".into())),
+                (Some(list), None) => list
+                    .iter()
+                    .map(|v| (format!("{stage_name}@{}", value_text(v)), Some(v.clone())))
+                    .collect(),
+                (None, Some(axes)) => {
+                    let mut combos: Vec<(Vec<String>, serde_yaml::Mapping)> =
+                        vec![(vec![], serde_yaml::Mapping::new())];
+                    for (axis, values) in axes {
+                        let mut next = Vec::new();
+                        for (names, map) in &combos {
+                            for v in values {
+                                let mut n = names.clone();
+                                n.push(value_text(v));
+                                let mut m = map.clone();
+                                m.insert(Value::String(axis.clone()), v.clone());
+                                next.push((n, m));
+                            }
+                        }
+                        combos = next;
+                    }
+                    combos
+                        .into_iter()
+                        .map(|(n, m)| {
+                            (
+                                format!("{stage_name}@{}", n.join("-")),
+                                Some(Value::Mapping(m)),
+                            )
+                        })
+                        .collect()
+                }
+                (None, None) => vec![(stage_name.clone(), None)],
+            };
+            for (full, item) in items {
+                let scope = Scope {
+                    item: item.as_ref(),
+                    vars: &raw.vars,
+                    params: &params,
+                    out: &out_text,
+                    profile,
+                    pipeline: &name,
+                };
+                let interp = |s: &String| scope.interpolate(s).map_err(&fail);
+                let mut ps = BTreeMap::new();
+                for key in &rs.params {
+                    let key = interp(key)?;
+                    let v = lookup(&params, &key).ok_or_else(|| {
+                        fail(format!("param `{key}` is not defined under `params:`"))
+                    })?;
+                    ps.insert(key, serde_json::to_string(v).unwrap_or_default());
+                }
+                stages.push(Stage {
+                    name: full,
+                    cmd: interp(&rs.cmd)?,
+                    deps: rs
+                        .deps
+                        .iter()
+                        .map(|d| interp(d).map(PathBuf::from))
+                        .collect::<Result<_>>()?,
+                    outs: rs
+                        .outs
+                        .iter()
+                        .map(|d| interp(d).map(PathBuf::from))
+                        .collect::<Result<_>>()?,
+                    params: ps,
+                    resources: rs.resources.clone(),
+                    upstream: vec![],
+                });
+            }
+        }
+        let stages = order(stages, &text, path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            name,
+            profile: profile.to_string(),
+            out_dir,
+            stages,
+        })
+    }
+
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+}
+
+/// Links each stage to the producers of its deps and sorts them so every
+/// stage follows its producers (ties by name). Two producers of one path
+/// and cycles are errors.
+fn order(mut stages: Vec<Stage>, text: &str, path: &Path) -> Result<Vec<Stage>> {
+    let located = |stage: &str, what: String| {
+        let base = stage.split('@').next().unwrap_or(stage);
+        let (line, column) = locate(text, base);
+        Error::Pipeline {
+            path: path.to_path_buf(),
+            line,
+            column,
+            what,
+        }
+    };
+    let mut producer: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for s in &stages {
+        for o in &s.outs {
+            if let Some(other) = producer.insert(o.clone(), s.name.clone()) {
+                return Err(located(
+                    &s.name,
+                    format!(
+                        "stages `{other}` and `{}` both write {}",
+                        s.name,
+                        o.display()
+                    ),
+                ));
+            }
+        }
+    }
+    for s in stages.iter_mut() {
+        let mut up = BTreeSet::new();
+        for d in &s.deps {
+            // A dep is produced by a stage that writes it or a folder holding it.
+            for (o, p) in &producer {
+                if (d == o || d.starts_with(o)) && p != &s.name {
+                    up.insert(p.clone());
+                }
+            }
+            if producer.get(d).is_some_and(|p| p == &s.name) {
+                return Err(located(
+                    &s.name,
+                    format!("stage `{}` reads its own output {}", s.name, d.display()),
+                ));
+            }
+        }
+        s.upstream = up.into_iter().collect();
+    }
+    // Kahn's algorithm, smallest name first among the ready ones.
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut sorted = Vec::new();
+    let mut rest = stages;
+    while !rest.is_empty() {
+        let next = rest
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.upstream.iter().all(|u| done.contains(u)))
+            .min_by(|a, b| a.1.name.cmp(&b.1.name))
+            .map(|(i, _)| i);
+        match next {
+            Some(i) => {
+                let s = rest.remove(i);
+                done.insert(s.name.clone());
+                sorted.push(s);
+            }
+            None => {
+                let names: Vec<&str> = rest.iter().map(|s| s.name.as_str()).collect();
+                return Err(located(
+                    &rest[0].name,
+                    format!(
+                        "the stages {} depend on each other in a cycle",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(sorted)
+}
