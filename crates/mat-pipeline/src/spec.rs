@@ -157,6 +157,15 @@ impl Scope<'_> {
     }
 
     fn interpolate(&self, s: &str) -> std::result::Result<String, String> {
+        self.interpolate_depth(s, 0)
+    }
+
+    /// Values may themselves contain `${...}` (a foreach item naming
+    /// `${out}`); they are expanded in turn, a few levels deep.
+    fn interpolate_depth(&self, s: &str, depth: usize) -> std::result::Result<String, String> {
+        if depth > 4 {
+            return Err(format!("`{s}`: `${{...}}` nested more than 4 levels"));
+        }
         let mut out = String::new();
         let mut rest = s;
         while let Some(start) = rest.find("${") {
@@ -165,7 +174,8 @@ impl Scope<'_> {
             let end = after
                 .find('}')
                 .ok_or_else(|| format!("`{s}`: `${{` without a closing `}}`"))?;
-            out.push_str(&self.resolve(&after[..end])?);
+            let value = self.resolve(&after[..end])?;
+            out.push_str(&self.interpolate_depth(&value, depth + 1)?);
             rest = &after[end + 1..];
         }
         out.push_str(rest);
@@ -236,9 +246,16 @@ impl Pipeline {
             let fail = |what: String| err(line, column, format!("stage `{stage_name}`: {what}"));
             let items: Vec<(String, Option<Value>)> = match (&rs.foreach, &rs.matrix) {
                 (Some(_), Some(_)) => return Err(fail("has both `foreach` and `matrix`".into())),
+                // A mapping item is named by its `name` key.
                 (Some(list), None) => list
                     .iter()
-                    .map(|v| (format!("{stage_name}@{}", value_text(v)), Some(v.clone())))
+                    .map(|v| {
+                        let label = v
+                            .get("name")
+                            .map(value_text)
+                            .unwrap_or_else(|| value_text(v));
+                        (format!("{stage_name}@{label}"), Some(v.clone()))
+                    })
                     .collect(),
                 (None, Some(axes)) => {
                     let mut combos: Vec<(Vec<String>, serde_yaml::Mapping)> =
@@ -352,9 +369,10 @@ fn order(mut stages: Vec<Stage>, text: &str, path: &Path) -> Result<Vec<Stage>> 
     for s in stages.iter_mut() {
         let mut up = BTreeSet::new();
         for d in &s.deps {
-            // A dep is produced by a stage that writes it or a folder holding it.
+            // A dep is produced by a stage that writes it, a folder holding
+            // it, or (a folder dep) anything inside it.
             for (o, p) in &producer {
-                if (d == o || d.starts_with(o)) && p != &s.name {
+                if (d == o || d.starts_with(o) || o.starts_with(d)) && p != &s.name {
                     up.insert(p.clone());
                 }
             }

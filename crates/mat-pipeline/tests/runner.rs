@@ -260,6 +260,12 @@ stages:
     cmd: cat ${out}/${item}-0.txt > ${out}/${item}.adv
     deps: ["${out}/${item}-0.txt"]
     outs: ["${out}/${item}.adv"]
+  label:
+    foreach:
+      - {name: first, text: one}
+      - {name: second, text: two}
+    cmd: echo ${item.text} > ${out}/${item.name}.txt
+    outs: ["${out}/${item.name}.txt"]
 "#,
     );
     let p = w.load("m.yaml", "default").unwrap();
@@ -268,6 +274,8 @@ stages:
         names,
         // Dependency order, ties by name.
         [
+            "label@first",
+            "label@second",
             "train@at-0",
             "attack@at",
             "train@at-1",
@@ -282,6 +290,7 @@ stages:
     );
     w.repro("m.yaml", "default", &w.opts());
     assert_eq!(w.read("runs/m/default/mat.adv").trim(), "mat 0 mnist");
+    assert_eq!(w.read("runs/m/default/second.txt").trim(), "two");
 }
 
 #[test]

@@ -1,0 +1,5 @@
+//! The paper's tables from the stage outputs, each cell "ours (paper)", as
+//! Markdown and CSV.
+
+pub mod paper;
+pub mod table2;

@@ -1,0 +1,56 @@
+//! The paper's numbers (REFERENCE.md), for the side-by-side cells.
+
+/// A Table 2 row: the method's key (the run folder's name), its label in
+/// the paper, then CIFAR-10 and MNIST as (clean %, PGD %, C&W mean L2,
+/// DDN mean L2).
+pub struct Table2Row {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub cifar10: [f64; 4],
+    pub mnist: [f64; 4],
+}
+
+pub const TABLE2: [Table2Row; 7] = [
+    Table2Row {
+        key: "natural",
+        label: "Natural",
+        cifar10: [95.76, 0.03, 0.432, 0.134],
+        mnist: [99.54, 0.19, 0.687, 0.357],
+    },
+    Table2Row {
+        key: "at",
+        label: "AT",
+        cifar10: [78.49, 45.93, 0.770, 1.054],
+        mnist: [99.30, 88.26, 0.755, 2.545],
+    },
+    Table2Row {
+        key: "trades",
+        label: "TRADES",
+        cifar10: [84.92, 56.61, 0.722, 0.823],
+        mnist: [99.34, 94.38, 0.342, 2.852],
+    },
+    Table2Row {
+        key: "mat-ftc",
+        label: "MAT SO X BIBO X",
+        cifar10: [94.93, 3.45, 0.488, 0.235],
+        mnist: [99.64, 61.62, 0.389, 1.305],
+    },
+    Table2Row {
+        key: "mat-bibo",
+        label: "MAT SO X BIBO O",
+        cifar10: [85.04, 53.58, 1.234, 0.924],
+        mnist: [99.34, 99.30, 2.313, 6.103],
+    },
+    Table2Row {
+        key: "mat-so",
+        label: "MAT SO O BIBO X",
+        cifar10: [95.21, 79.92, 0.576, 0.595],
+        mnist: [99.68, 82.06, 0.418, 1.570],
+    },
+    Table2Row {
+        key: "mat-full",
+        label: "MAT SO O BIBO O",
+        cifar10: [83.80, 80.55, 2.457, 2.750],
+        mnist: [99.32, 99.28, 2.063, 4.723],
+    },
+];
