@@ -18,6 +18,13 @@ test: fmt-check lint
 test-robust:
     cargo test --release -p mat-train --test robustness -- --ignored --test-threads 1 --nocapture
 
+# Regenerate a table or figure of the paper: builds the stage programs once,
+# then runs the pipeline's stages whose inputs changed (runs/TABLE/PROFILE/).
+# Written so far: table2 (profiles quick and smoke).
+reproduce TABLE profile="quick" *ARGS:
+    cargo build --release --workspace --bins
+    ./target/release/mat repro pipelines/{{TABLE}}.yaml --profile {{profile}} {{ARGS}}
+
 # Format the code.
 fmt:
     cargo fmt --all

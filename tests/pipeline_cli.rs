@@ -45,13 +45,23 @@ stages:
     .unwrap();
     let o = mat(d, &["repro", "toy.yaml"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("times: ran (not in the lock file)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("times: ran (not in the lock file)"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(
-        std::fs::read_to_string(d.join("runs/toy/quick/show.txt")).unwrap().trim(),
+        std::fs::read_to_string(d.join("runs/toy/quick/show.txt"))
+            .unwrap()
+            .trim(),
         "15"
     );
     let o = mat(d, &["repro", "toy.yaml"]);
-    assert!(text(&o).contains("times: up to date, skipped"), "{}", text(&o));
+    assert!(
+        text(&o).contains("times: up to date, skipped"),
+        "{}",
+        text(&o)
+    );
     assert!(text(&o).contains("0 of 2 stages ran"), "{}", text(&o));
 
     let o = mat(d, &["dag", "toy.yaml"]);
@@ -59,16 +69,28 @@ stages:
 
     std::fs::write(d.join("in.txt"), "4").unwrap();
     let o = mat(d, &["status", "toy.yaml"]);
-    assert!(text(&o).contains("times: would run: in.txt changed"), "{}", text(&o));
+    assert!(
+        text(&o).contains("times: would run: in.txt changed"),
+        "{}",
+        text(&o)
+    );
     assert!(text(&o).contains("show: would run: upstream stage `times` runs first"));
 
     // Two cache entries per run; after the rerun the first two are stale.
     let o = mat(d, &["repro", "toy.yaml"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = mat(d, &["gc"]);
-    assert!(text(&o).contains("removed 2 run-cache entries, kept 2"), "{}", text(&o));
+    assert!(
+        text(&o).contains("removed 2 run-cache entries, kept 2"),
+        "{}",
+        text(&o)
+    );
 
     let o = mat(d, &["repro", "toy.yaml", "--profile", "paper"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("profile `paper` is not defined"), "{}", text(&o));
+    assert!(
+        text(&o).contains("profile `paper` is not defined"),
+        "{}",
+        text(&o)
+    );
 }
