@@ -124,12 +124,34 @@ fn current(stage: &Stage, workdir: &Path) -> Result<Current> {
     })
 }
 
-fn cache_key(stage: &Stage, cur: &Current) -> String {
+/// The run-cache key: command, params, dependency contents, outputs and
+/// program, with the run's own folder written as `${out}`, so the same
+/// stage in another pipeline or profile (whose outputs land in another
+/// folder) finds the entry.
+fn cache_key(stage: &Stage, cur: &Current, out_dir: &Path) -> String {
+    let out = out_dir.to_string_lossy();
+    let norm = |s: &str| -> String {
+        if out.is_empty() {
+            s.to_string()
+        } else {
+            s.replace(out.as_ref(), "${out}")
+        }
+    };
+    let deps: BTreeMap<String, &Option<String>> = cur
+        .deps
+        .iter()
+        .map(|(p, h)| (norm(&p.to_string_lossy()), h))
+        .collect();
+    let outs: Vec<String> = stage
+        .outs
+        .iter()
+        .map(|o| norm(&o.to_string_lossy()))
+        .collect();
     let text = serde_json::json!({
-        "cmd": stage.cmd,
+        "cmd": norm(&stage.cmd),
         "params": cur.params,
-        "deps": cur.deps,
-        "outs": stage.outs,
+        "deps": deps,
+        "outs": outs,
         "program": cur.program,
     });
     hash::text(&text.to_string())
@@ -257,13 +279,14 @@ fn process(
     lock: Option<&StageLock>,
     opts: &Options,
     log_dir: &Path,
+    out_dir: &Path,
 ) -> Result<(Outcome, Option<StageLock>)> {
     let wd = &opts.workdir;
     let cur = current(stage, wd)?;
     let Some(why) = reason(stage, &cur, lock, wd, opts.force.contains(&stage.name))? else {
         return Ok((Outcome::UpToDate, None));
     };
-    let key = cache_key(stage, &cur);
+    let key = cache_key(stage, &cur, out_dir);
     let cache = opts.cache.as_ref().map(RunCache::new);
     let from_cache = why != Reason::Forced
         && cur.deps.values().all(Option::is_some)
@@ -405,7 +428,7 @@ pub fn repro(
                     let entry = lock.stages.get(&s.name).cloned();
                     let log_dir = log_dir.clone();
                     scope.spawn(move || {
-                        let r = process(s, entry.as_ref(), opts, &log_dir);
+                        let r = process(s, entry.as_ref(), opts, &log_dir, &pipeline.out_dir);
                         let _ = tx.send((s.name.clone(), r));
                     });
                 } else {

@@ -226,7 +226,9 @@ fn parallel_stages_respect_resources() {
 fn the_run_cache_reuses_a_stage_run_by_another_pipeline() {
     let w = Work::new();
     w.write("input.txt", "5");
-    let stage = "stages:\n  train:\n    cmd: \"echo run >> runs.log; cp input.txt shared-model.txt\"\n    deps: [input.txt]\n    outs: [shared-model.txt]\n";
+    // Each pipeline writes into its own run folder: the cache key reads
+    // that folder as ${out}, so the second pipeline finds the first's run.
+    let stage = "stages:\n  train:\n    cmd: \"echo run >> runs.log; cp input.txt ${out}/model.txt\"\n    deps: [input.txt]\n    outs: [\"${out}/model.txt\"]\n";
     w.write("a.yaml", stage);
     w.write("b.yaml", stage);
     let r = w.repro("a.yaml", "default", &w.opts());
@@ -236,6 +238,7 @@ fn the_run_cache_reuses_a_stage_run_by_another_pipeline() {
         matches!(r[0].1, Outcome::Restored(Reason::NeverRun)),
         "{r:?}"
     );
+    assert_eq!(w.read("runs/b/default/model.txt"), "5");
     assert_eq!(
         w.read("runs.log").lines().count(),
         1,
