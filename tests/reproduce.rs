@@ -32,24 +32,28 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&root.join("pipelines"), &dir.path().join("pipelines"));
-    let repro = || {
+    // `mat ARGS` in the scratch folder: its log, after checking it succeeded.
+    let mat_in_dir = |args: &[&str]| {
         let o = Command::new(mat)
-            .args([
-                "repro",
-                "pipelines/table2.yaml",
-                "--profile",
-                "smoke",
-                "--jobs",
-                "2",
-            ])
+            .args(args)
             .current_dir(dir.path())
             .env("MAT_DATA_DIR", root.join("data"))
             .env("MAT_CACHE_DIR", dir.path().join("cache"))
             .output()
             .unwrap();
         let log = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "{log}");
+        assert!(o.status.success(), "mat {args:?}: {log}");
         log
+    };
+    let repro = || {
+        mat_in_dir(&[
+            "repro",
+            "pipelines/table2.yaml",
+            "--profile",
+            "smoke",
+            "--jobs",
+            "2",
+        ])
     };
     let log = repro();
     assert!(log.contains("30 of 30 stages ran"), "{log}");
@@ -90,4 +94,67 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
     assert!(md.contains("Settings:"), "{md}");
     let log = repro();
     assert!(log.contains("0 of 30 stages ran"), "{log}");
+
+    // Changing MAT's beta reruns the MAT models and what reads them, only.
+    let mat_yaml = dir.path().join("pipelines/train/mnist/mat.yaml");
+    let text = std::fs::read_to_string(&mat_yaml).unwrap();
+    std::fs::write(&mat_yaml, text.replace("beta: 2.0", "beta: 1.0")).unwrap();
+    let status = mat_in_dir(&["status", "pipelines/table2.yaml", "--profile", "smoke"]);
+    for up in [
+        "train@natural",
+        "train@at",
+        "train@trades",
+        "pgd@at",
+        "centers",
+    ] {
+        assert!(
+            status.contains(&format!("  {up}: up to date")),
+            "{up}: {status}"
+        );
+    }
+    for runs in ["train@mat-full", "train@mat-ftc", "pgd@mat-full", "report"] {
+        assert!(
+            status.contains(&format!("  {runs}: would run")),
+            "{runs}: {status}"
+        );
+    }
+    std::fs::write(&mat_yaml, text).unwrap();
+
+    // Tables 1 and 5 reuse table2's models and attacks through the run
+    // cache: only their clustering and report stages run.
+    for (table, rows) in [("table1", 3), ("table5", 4)] {
+        let file = format!("pipelines/{table}.yaml");
+        let log = mat_in_dir(&["repro", &file, "--profile", "smoke"]);
+        for line in log
+            .lines()
+            .filter(|l| l.contains("train@") || l.contains("pgd@"))
+        {
+            assert!(
+                line.contains("restored from the run cache"),
+                "{table}: {line}"
+            );
+        }
+        let md = std::fs::read_to_string(dir.path().join(format!("runs/{table}/smoke/{table}.md")))
+            .unwrap();
+        let body: Vec<&str> = md
+            .lines()
+            .filter(|l| {
+                l.starts_with("| ") && !l.starts_with("| input") && !l.starts_with("| method")
+            })
+            .collect();
+        assert_eq!(body.len(), rows, "{md}");
+        for row in body {
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            for (i, c) in cells[1..].iter().enumerate() {
+                let cifar = if table == "table1" { i % 2 == 1 } else { i < 2 };
+                if cifar {
+                    assert!(c.starts_with("not run in this profile ("), "{table}: `{c}`");
+                } else {
+                    let ours = c.split(" (").next().unwrap();
+                    let number = ours.split('±').next().unwrap();
+                    assert!(number.parse::<f64>().is_ok(), "{table}: `{c}`");
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The paper's tables from the stage outputs, each cell "ours (paper)", as
 //! Markdown and CSV.
 
+pub mod cluster_tables;
 pub mod paper;
 pub mod table2;

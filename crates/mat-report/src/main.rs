@@ -36,6 +36,37 @@ enum TableCmd {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Table 1: match rate of Ward clusters (natural and TRADES models).
+    Table1 {
+        /// The run folder: <runs>/<dataset>/cluster-{pgd,ddn}/<model>/cluster_summary.parquet.
+        #[arg(long, value_name = "DIR")]
+        runs: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Table 5: cosine similarity to the predicted center (MAT variants).
+    Table5 {
+        /// The run folder: <runs>/<dataset>/cluster-pgd/<model>/cluster_summary.parquet.
+        #[arg(long, value_name = "DIR")]
+        runs: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+/// Writes `<out>.md` and `<out>.csv`.
+fn write_pair(out: &std::path::Path, md: &str, csv: &str) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    write_atomic(&out.with_extension("md"), md)?;
+    write_atomic(&out.with_extension("csv"), csv)?;
+    eprintln!("mat-report: wrote {}", out.with_extension("md").display());
+    Ok(())
 }
 
 /// Today's UTC date, YYYY-MM-DD (Howard Hinnant's civil-from-days).
@@ -75,13 +106,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let t = mat_report::table2::collect(&runs, [mnist_eps, cifar_eps])?;
             let date = today();
             let note = format!("{note} Generated {date} from {}.", runs.display());
-            if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            write_atomic(&out.with_extension("md"), &t.markdown(note.trim()))?;
-            write_atomic(&out.with_extension("csv"), &t.csv())?;
-            eprintln!("mat-report: wrote {}", out.with_extension("md").display());
-            Ok(())
+            write_pair(&out, &t.markdown(note.trim()), &t.csv())
+        }
+        TableCmd::Table1 { runs, out, note } => {
+            let note = format!("{note} Generated {} from {}.", today(), runs.display());
+            let (md, csv) = mat_report::cluster_tables::table1(&runs, note.trim())?;
+            write_pair(&out, &md, &csv)
+        }
+        TableCmd::Table5 { runs, out, note } => {
+            let note = format!("{note} Generated {} from {}.", today(), runs.display());
+            let (md, csv) = mat_report::cluster_tables::table5(&runs, note.trim())?;
+            write_pair(&out, &md, &csv)
         }
     }
 }
