@@ -157,4 +157,24 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
             }
         }
     }
+
+    // Figures 1 and 2: SVG and PNG with their axis labels.
+    for (figure, label) in [("figure1", "t-SNE 1"), ("figure2", "robust accuracy (%)")] {
+        let file = format!("pipelines/{figure}.yaml");
+        let log = mat_in_dir(&["repro", &file, "--profile", "smoke"]);
+        for line in log.lines().filter(|l| l.contains("train@")) {
+            assert!(
+                line.contains("restored from the run cache"),
+                "{figure}: {line}"
+            );
+        }
+        let out = dir.path().join(format!("runs/{figure}/smoke/{figure}"));
+        let svg = std::fs::read_to_string(out.with_extension("svg")).unwrap();
+        assert!(svg.contains(label), "{figure}.svg lacks `{label}`");
+        let png = std::fs::read(out.with_extension("png")).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{figure}.png"
+        );
+    }
 }

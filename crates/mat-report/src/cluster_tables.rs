@@ -57,7 +57,7 @@ fn write_md_csv(
 
 /// Table 1: match rate (%) for natural (N) and TRADES (T) models.
 pub fn table1(runs: &Path, note: &str) -> anyhow::Result<(String, String)> {
-    let mut measured = vec![[None::<f64>; 4]; 3];
+    let mut measured = [[None::<f64>; 4]; 3];
     for (col, (ds, model)) in [
         ("mnist", "natural"),
         ("cifar10", "natural"),
@@ -129,7 +129,8 @@ pub fn table5(runs: &Path, note: &str) -> anyhow::Result<(String, String)> {
     let cols = ["CIFAR-10 clean", "CIFAR-10 PGD", "MNIST clean", "MNIST PGD"];
     let mut rows = Vec::new();
     let mut csv = String::from("method,input,ours_mean,ours_std,paper_mean,paper_std\n");
-    for (key, label, paper) in TABLE5.iter() {
+    for row in TABLE5.iter() {
+        let (key, label, paper) = (row.key, row.label, row.cells);
         let mut cells = Vec::new();
         for (c, ds) in ["cifar10", "cifar10", "mnist", "mnist"].iter().enumerate() {
             let s = summary(

@@ -2,5 +2,6 @@
 //! Markdown and CSV.
 
 pub mod cluster_tables;
+pub mod figures;
 pub mod paper;
 pub mod table2;

@@ -46,6 +46,28 @@ enum TableCmd {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Figure 1: t-SNE of clean and adversarial features (SVG and PNG).
+    Figure1 {
+        /// tsne.parquet written by mat-cluster.
+        #[arg(long, value_name = "FILE")]
+        tsne: PathBuf,
+        /// Writes <out>.svg and <out>.png.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long, default_value = "t-SNE of the features")]
+        title: String,
+    },
+    /// Figure 2: robust accuracy against the PGD budget, per method.
+    Figure2 {
+        /// The run folder: <runs>/mnist/pgd-curve/<method>/summary.parquet.
+        #[arg(long, value_name = "DIR")]
+        runs: PathBuf,
+        /// Writes <out>.svg, <out>.png and <out>.csv.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long, default_value = "Robust accuracy under PGD-40")]
+        title: String,
+    },
     /// Table 5: cosine similarity to the predicted center (MAT variants).
     Table5 {
         /// The run folder: <runs>/<dataset>/cluster-pgd/<model>/cluster_summary.parquet.
@@ -112,6 +134,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let note = format!("{note} Generated {} from {}.", today(), runs.display());
             let (md, csv) = mat_report::cluster_tables::table1(&runs, note.trim())?;
             write_pair(&out, &md, &csv)
+        }
+        TableCmd::Figure1 { tsne, out, title } => {
+            mat_report::figures::figure1(&tsne, &out, &title)?;
+            eprintln!("mat-report: wrote {}", out.with_extension("png").display());
+            Ok(())
+        }
+        TableCmd::Figure2 { runs, out, title } => {
+            mat_report::figures::figure2(&runs, &out, &title)?;
+            eprintln!("mat-report: wrote {}", out.with_extension("png").display());
+            Ok(())
         }
         TableCmd::Table5 { runs, out, note } => {
             let note = format!("{note} Generated {} from {}.", today(), runs.display());

@@ -76,6 +76,7 @@ pub struct Table2 {
 pub fn collect(runs: &Path, pgd_eps: [f64; 2]) -> anyhow::Result<Table2> {
     let mut rows = Vec::new();
     let mut settings = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     for r in &TABLE2 {
         let mut per = Vec::new();
         for (ds, eps) in [("mnist", pgd_eps[0]), ("cifar10", pgd_eps[1])] {
@@ -98,11 +99,12 @@ pub fn collect(runs: &Path, pgd_eps: [f64; 2]) -> anyhow::Result<Table2> {
                 summary_value(&cw, "mean_l2", None)?,
                 summary_value(&ddn, "mean_l2", None)?,
             ]);
-            if r.key == "natural" {
-                for p in [&pgd, &cw, &ddn] {
-                    if p.exists() {
-                        settings.push(format!("{ds}: {}", describe(&Table::read(p)?)?));
-                    }
+            // The settings of each attack, from the first method run with it.
+            for (name, p) in [("pgd", &pgd), ("cw", &cw), ("ddn", &ddn)] {
+                let tag = format!("{ds}/{name}");
+                if p.exists() && !seen.contains(&tag) {
+                    settings.push(format!("{ds}: {}", describe(&Table::read(p)?)?));
+                    seen.push(tag);
                 }
             }
         }
@@ -166,9 +168,10 @@ impl Table2 {
         for ((_, mnist, cifar), p) in self.rows.iter().zip(&TABLE2) {
             for (ds, cells, paper) in [("cifar10", cifar, p.cifar10), ("mnist", mnist, p.mnist)] {
                 for i in 0..4 {
+                    // Empty where nothing was measured (or nothing was found).
                     let ours = match &cells[i] {
-                        Cell::Value(v) => format!("{v}"),
-                        Cell::Missing(_) => String::new(),
+                        Cell::Value(v) if v.is_finite() => format!("{}", (v * 1e6).round() / 1e6),
+                        _ => String::new(),
                     };
                     s.push_str(&format!(
                         "{},{ds},{},{ours},{}\n",

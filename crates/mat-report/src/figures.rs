@@ -1,0 +1,263 @@
+//! Figures 1 and 2 as SVG and PNG (plotters). Text is drawn with the
+//! embedded DejaVu Sans (assets/, Bitstream Vera licence), so a PNG renders
+//! the same on any machine; the SVG names the family and leaves rendering to
+//! the viewer.
+
+use std::path::Path;
+
+use mat_core::artifact::Table;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::paper::TABLE2;
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        plotters::style::register_font(FAMILY, FontStyle::Normal, FONT)
+            .unwrap_or_else(|_| panic!("the embedded font parses"));
+    });
+}
+
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing: {e}")
+}
+
+/// Draws with `draw` into `<stem>.svg` and `<stem>.png` (each written to a
+/// temporary name and renamed).
+fn render(
+    stem: &Path,
+    size: (u32, u32),
+    draw: &dyn Fn(&DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
+    draw_png: &dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    register_font();
+    if let Some(parent) = stem.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let svg = stem.with_extension("svg");
+    let svg_tmp = stem.with_extension("tmp.svg");
+    {
+        let root = SVGBackend::new(&svg_tmp, size).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    std::fs::rename(&svg_tmp, &svg)?;
+    let png = stem.with_extension("png");
+    let png_tmp = stem.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
+        draw_png(&root)?;
+        root.present().map_err(err)?;
+    }
+    std::fs::rename(&png_tmp, &png)?;
+    Ok(())
+}
+
+/// A method's curve: its label and (eps, robust accuracy %) points.
+pub type Curve = (String, Vec<(f64, f64)>);
+
+/// Figure 2's data: per method, (eps, robust accuracy %) from
+/// `<runs>/mnist/pgd-curve/<key>/summary.parquet`.
+pub fn figure2_data(runs: &Path) -> anyhow::Result<Vec<Curve>> {
+    let mut out = Vec::new();
+    for r in &TABLE2 {
+        let p = runs
+            .join("mnist")
+            .join("pgd-curve")
+            .join(r.key)
+            .join("summary.parquet");
+        if !p.exists() {
+            continue;
+        }
+        let t = Table::read(&p)?;
+        let pts: Vec<(f64, f64)> = t
+            .f64s("eps")?
+            .into_iter()
+            .zip(t.f64s("robust_accuracy")?)
+            .map(|(e, a)| (e, 100.0 * a))
+            .collect();
+        out.push((r.label.to_string(), pts));
+    }
+    if out.is_empty() {
+        anyhow::bail!(
+            "no {}/mnist/pgd-curve/<method>/summary.parquet to draw",
+            runs.display()
+        );
+    }
+    Ok(out)
+}
+
+fn draw_curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    series: &[Curve],
+    title: &str,
+) -> anyhow::Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let max_eps = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|x| x.0))
+        .fold(0.0f64, f64::max);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FAMILY, 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_eps * 1.05, 0.0..100.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("PGD-40 budget eps (L∞, pixels in [0, 1])")
+        .y_desc("robust accuracy (%)")
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 14))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Figure 2: robust accuracy against the PGD budget, one line per method.
+pub fn figure2(runs: &Path, stem: &Path, title: &str) -> anyhow::Result<()> {
+    let series = figure2_data(runs)?;
+    render(
+        stem,
+        (900, 600),
+        &|root| draw_curves(root, &series, title),
+        &|root| draw_curves(root, &series, title),
+    )?;
+    let mut csv = String::from("method,eps,robust_accuracy_percent\n");
+    for (name, pts) in &series {
+        for (e, a) in pts {
+            csv.push_str(&format!("{name},{e},{a}\n"));
+        }
+    }
+    let tmp = stem.with_extension("tmp.csv");
+    std::fs::write(&tmp, csv)?;
+    std::fs::rename(&tmp, stem.with_extension("csv"))?;
+    Ok(())
+}
+
+/// A t-SNE panel's points: (x, y, label).
+type Points = Vec<(f64, f64, u32)>;
+
+/// Figure 1's data from `tsne.parquet`: the clean and the adversarial points.
+pub fn figure1_data(tsne: &Path) -> anyhow::Result<(Points, Points)> {
+    let t = Table::read(tsne)?;
+    let (x, y, label, kind) = (
+        t.f64s("x")?,
+        t.f64s("y")?,
+        t.u32s("label")?,
+        t.strings("kind")?,
+    );
+    let mut clean = Vec::new();
+    let mut adv = Vec::new();
+    for i in 0..x.len() {
+        let p = (x[i], y[i], label[i]);
+        if kind[i] == "clean" {
+            clean.push(p);
+        } else {
+            adv.push(p);
+        }
+    }
+    Ok((clean, adv))
+}
+
+fn draw_tsne<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    panels: &[(&str, &Points)],
+    title: &str,
+) -> anyhow::Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, (FAMILY, 22)).map_err(err)?;
+    let areas = root.split_evenly((1, panels.len()));
+    let all = panels.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y, _) in all {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    let pad = |a: f64, b: f64| 0.05 * (b - a).max(1e-9);
+    let (px, py) = (pad(x0, x1), pad(y0, y1));
+    for (area, (name, pts)) in areas.iter().zip(panels) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(*name, (FAMILY, 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x0 - px..x1 + px, y0 - py..y1 + py)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("t-SNE 1")
+            .y_desc("t-SNE 2")
+            .label_style((FAMILY, 12))
+            .light_line_style(WHITE.mix(0.0))
+            .axis_desc_style((FAMILY, 14))
+            .draw()
+            .map_err(err)?;
+        for class in 0..10u32 {
+            let color = Palette99::pick(class as usize).to_rgba();
+            chart
+                .draw_series(
+                    pts.iter()
+                        .filter(|p| p.2 == class)
+                        .map(|&(x, y, _)| Circle::new((x, y), 2, color.filled())),
+                )
+                .map_err(err)?
+                .label(format!("class {class}"))
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FAMILY, 11))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Figure 1: t-SNE of clean and adversarial features, two panels coloured
+/// by the true class.
+pub fn figure1(tsne: &Path, stem: &Path, title: &str) -> anyhow::Result<()> {
+    let (clean, adv) = figure1_data(tsne)?;
+    if clean.is_empty() || adv.is_empty() {
+        anyhow::bail!("{}: needs clean and adversarial points", tsne.display());
+    }
+    let panels = [("clean", &clean), ("adversarial (PGD)", &adv)];
+    render(
+        stem,
+        (1400, 650),
+        &|root| draw_tsne(root, &panels, title),
+        &|root| draw_tsne(root, &panels, title),
+    )
+}
