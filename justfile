@@ -20,8 +20,8 @@ test-robust:
 
 # Regenerate a table or figure of the paper: builds the stage programs once,
 # then runs the pipeline's stages whose inputs changed (runs/TABLE/PROFILE/).
-# Written so far: table1, table2, table5, figure1, figure2 (profiles quick
-# and smoke).
+# TABLE: table1 ... table5, figure1, figure2, or all (profiles quick and
+# smoke; the paper profile is not written yet).
 reproduce TABLE profile="quick" *ARGS:
     cargo build --release --workspace --bins
     ./target/release/mat repro pipelines/{{TABLE}}.yaml --profile {{profile}} {{ARGS}}

@@ -125,8 +125,16 @@ fn describe(o: &mat_pipeline::Outcome) -> String {
     }
 }
 
-fn repro(pipeline: PathBuf, profile: &str, opts: mat_pipeline::Options) -> anyhow::Result<()> {
+/// Runs `file`: one pipeline, or each pipeline of a suite in turn.
+fn repro(file: PathBuf, profile: &str, opts: mat_pipeline::Options) -> anyhow::Result<()> {
     put_stage_programs_on_path();
+    for pipeline in mat_pipeline::pipelines_of(&file)? {
+        repro_one(pipeline, profile, &opts)?;
+    }
+    Ok(())
+}
+
+fn repro_one(pipeline: PathBuf, profile: &str, opts: &mat_pipeline::Options) -> anyhow::Result<()> {
     let p = load_pipeline(&pipeline, profile)?;
     let start = std::time::Instant::now();
     eprintln!(
@@ -135,7 +143,7 @@ fn repro(pipeline: PathBuf, profile: &str, opts: mat_pipeline::Options) -> anyho
         p.stages.len(),
         p.out_dir.display()
     );
-    let results = mat_pipeline::repro(&p, &opts, &mut |name, o| {
+    let results = mat_pipeline::repro(&p, opts, &mut |name, o| {
         eprintln!("  {name}: {}", describe(o));
     })?;
     if !opts.dry_run {
@@ -295,12 +303,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             repro(pipeline, &run.profile, opts)
         }
         Command::Dag { pipeline, run } => {
-            let p = load_pipeline(&pipeline, &run.profile)?;
-            for s in &p.stages {
-                if s.upstream.is_empty() {
-                    println!("{}", s.name);
-                } else {
-                    println!("{} <- {}", s.name, s.upstream.join(", "));
+            for file in mat_pipeline::pipelines_of(&pipeline)? {
+                let p = load_pipeline(&file, &run.profile)?;
+                println!("# {}", file.display());
+                for s in &p.stages {
+                    if s.upstream.is_empty() {
+                        println!("{}", s.name);
+                    } else {
+                        println!("{} <- {}", s.name, s.upstream.join(", "));
+                    }
                 }
             }
             Ok(())

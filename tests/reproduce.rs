@@ -177,4 +177,22 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
             "{figure}.png"
         );
     }
+
+    // The suite runs every pipeline; what table2 made is reused, and
+    // tables 3 and 4 appear.
+    let log = mat_in_dir(&["repro", "pipelines/all.yaml", "--profile", "smoke"]);
+    assert_eq!(
+        log.matches("stages ran or were restored").count(),
+        7,
+        "{log}"
+    );
+    for (table, rows) in [("table3", 4), ("table4", 5)] {
+        let md = std::fs::read_to_string(dir.path().join(format!("runs/{table}/smoke/{table}.md")))
+            .unwrap();
+        let body = md
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| method"))
+            .count();
+        assert_eq!(body, rows, "{md}");
+    }
 }

@@ -17,4 +17,4 @@ pub mod spec;
 
 pub use error::{Error, Result};
 pub use run::{repro, Options, Outcome, Reason};
-pub use spec::{Pipeline, Stage};
+pub use spec::{pipelines_of, Pipeline, Stage};

@@ -416,3 +416,59 @@ fn order(mut stages: Vec<Stage>, text: &str, path: &Path) -> Result<Vec<Stage>> 
     }
     Ok(sorted)
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuite {
+    pipelines: Vec<String>,
+}
+
+/// A suite file (`pipelines: [table2.yaml, ...]`, paths relative to the
+/// suite) lists pipelines to run in turn; any other file is one pipeline.
+/// Returns the pipelines `path` stands for.
+pub fn pipelines_of(path: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    let value: Value = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        Error::Pipeline {
+            path: path.to_path_buf(),
+            line,
+            column,
+            what: e.to_string(),
+        }
+    })?;
+    if value.get("pipelines").is_none() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let suite: RawSuite = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        Error::Pipeline {
+            path: path.to_path_buf(),
+            line,
+            column,
+            what: e.to_string(),
+        }
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for p in suite.pipelines {
+        let full = dir.join(&p);
+        if !full.is_file() {
+            let (line, column) = locate(&text, "pipelines");
+            return Err(Error::Pipeline {
+                path: path.to_path_buf(),
+                line,
+                column,
+                what: format!("pipeline `{p}` is not a file ({})", full.display()),
+            });
+        }
+        out.push(full);
+    }
+    Ok(out)
+}

@@ -5,3 +5,5 @@ pub mod cluster_tables;
 pub mod figures;
 pub mod paper;
 pub mod table2;
+pub mod table3;
+pub mod table4;

@@ -68,6 +68,30 @@ enum TableCmd {
         #[arg(long, default_value = "Robust accuracy under PGD-40")]
         title: String,
     },
+    /// Table 3: CIFAR-10 under targeted and untargeted PGD (natural, AT, MMC, MAT).
+    Table3 {
+        /// The run folder: <runs>/cifar10/{pgd10-targeted,pgd10,pgd50-targeted,pgd50}/<method>/.
+        #[arg(long, value_name = "DIR")]
+        runs: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Table 4: accuracy under PGD and adaptive PGD (TRADES, MAT variants).
+    Table4 {
+        /// The run folder: <runs>/<dataset>/{pgd,adaptive}/<method>/summary.parquet.
+        #[arg(long, value_name = "DIR")]
+        runs: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long, default_value = "0.3")]
+        mnist_eps: f64,
+        #[arg(long, default_value_t = 8.0 / 255.0)]
+        cifar_eps: f64,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Table 5: cosine similarity to the predicted center (MAT variants).
     Table5 {
         /// The run folder: <runs>/<dataset>/cluster-pgd/<model>/cluster_summary.parquet.
@@ -144,6 +168,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mat_report::figures::figure2(&runs, &out, &title)?;
             eprintln!("mat-report: wrote {}", out.with_extension("png").display());
             Ok(())
+        }
+        TableCmd::Table3 { runs, out, note } => {
+            let note = format!("{note} Generated {} from {}.", today(), runs.display());
+            let (md, csv) = mat_report::table3::table3(&runs, note.trim())?;
+            write_pair(&out, &md, &csv)
+        }
+        TableCmd::Table4 {
+            runs,
+            out,
+            mnist_eps,
+            cifar_eps,
+            note,
+        } => {
+            let note = format!("{note} Generated {} from {}.", today(), runs.display());
+            let (md, csv) = mat_report::table4::table4(&runs, [mnist_eps, cifar_eps], note.trim())?;
+            write_pair(&out, &md, &csv)
         }
         TableCmd::Table5 { runs, out, note } => {
             let note = format!("{note} Generated {} from {}.", today(), runs.display());

@@ -21,7 +21,9 @@ pub enum Cell {
     Missing(String),
 }
 
-fn summary_value(path: &Path, column: &str, eps: Option<f64>) -> anyhow::Result<Cell> {
+/// One column of a `summary.parquet` (at the row of budget `eps`, or the
+/// first row); a missing file is a `Missing` cell naming it.
+pub(crate) fn summary_value(path: &Path, column: &str, eps: Option<f64>) -> anyhow::Result<Cell> {
     if !path.exists() {
         return Ok(Cell::Missing(format!("no {}", path.display())));
     }
