@@ -297,7 +297,16 @@ pub(crate) fn on_robust(
     // Only the points that fool the model replace the current ones.
     let now = best.index_select(&idx, 0)?;
     let merged = where_samples(&misclassified(model, &proposal, &ys)?, &proposal, &now)?;
-    best.index_add(&idx, &(merged - now)?, 0)
+    // Scattered onto zeros (exact, unlike best + (merged - now) in floating
+    // point), then chosen per sample.
+    let placed = best.zeros_like()?.index_add(&idx, &merged, 0)?;
+    let n = best.dim(0)?;
+    let mask = Tensor::zeros(n, DType::U8, best.device())?.index_add(
+        &idx,
+        &Tensor::ones(robust.len(), DType::U8, best.device())?,
+        0,
+    )?;
+    where_samples(&mask, &placed, best)
 }
 
 impl Attack for Apgd {
