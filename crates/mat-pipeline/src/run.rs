@@ -288,7 +288,9 @@ fn process(
     };
     let key = cache_key(stage, &cur, out_dir);
     let cache = opts.cache.as_ref().map(RunCache::new);
+    // A stage without outputs has nothing to restore: it always runs.
     let from_cache = why != Reason::Forced
+        && !stage.outs.is_empty()
         && cur.deps.values().all(Option::is_some)
         && cache
             .as_ref()

@@ -239,6 +239,20 @@ fn the_run_cache_reuses_a_stage_run_by_another_pipeline() {
         "{r:?}"
     );
     assert_eq!(w.read("runs/b/default/model.txt"), "5");
+
+    // A stage without outputs runs every time it is stale, never restored.
+    w.write(
+        "c.yaml",
+        "stages:\n  note:\n    cmd: \"echo note >> notes.log\"\n    deps: [input.txt]\n",
+    );
+    w.write(
+        "d.yaml",
+        "stages:\n  note:\n    cmd: \"echo note >> notes.log\"\n    deps: [input.txt]\n",
+    );
+    w.repro("c.yaml", "default", &w.opts());
+    let r = w.repro("d.yaml", "default", &w.opts());
+    assert!(ran(&r[0].1), "{r:?}");
+    assert_eq!(w.read("notes.log").lines().count(), 2);
     assert_eq!(
         w.read("runs.log").lines().count(),
         1,
