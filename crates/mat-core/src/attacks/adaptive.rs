@@ -10,9 +10,10 @@
 //!
 //! Distance: L∞. Arguments: steps, step size; a uniform random start.
 
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 
-use super::{project, Attack, Logits, Norm};
+use super::pgd::random_start;
+use super::{gradient_at, project, Attack, Logits, Norm};
 use crate::artifact::TensorFile;
 use crate::losses::{cosine_distance, ftc_loss, kl_divergence, so_loss};
 use crate::rng::SeededRng;
@@ -148,17 +149,13 @@ impl Attack for AdaptivePgd {
         eps: f64,
         rng: &mut SeededRng,
     ) -> candle_core::Result<Tensor> {
-        let to_candle = |e: Error| candle_core::Error::Msg(e.to_string());
         let clean = self.objective.clean_reference(model, x)?;
-        let start = rng
-            .uniform(x.shape(), -eps as f32, eps as f32, x.device())
-            .map_err(to_candle)?;
+        let start = random_start(x, eps, Norm::Linf, rng)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut adv = project(x, &(x + start)?, eps, Norm::Linf)?;
         for _ in 0..self.steps {
-            let v = Var::from_tensor(&adv)?;
-            let loss = self.objective.value(model, v.as_tensor(), &clean, y)?;
-            let g = loss.backward()?.get(&v).cloned().ok_or_else(|| {
-                candle_core::Error::Msg("the model's output does not depend on its input".into())
+            let (g, ()) = gradient_at(&adv, |v| {
+                Ok((self.objective.value(model, v, &clean, y)?, ()))
             })?;
             adv = project(x, &(adv + (g.sign()? * self.step_size)?)?, eps, Norm::Linf)?;
         }

@@ -10,9 +10,10 @@
 //! target classes (targeted). Every run starts uniformly in the eps-ball; a
 //! sample keeps the first run that misclassifies it.
 
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, D};
 
-use super::{misclassified, per_sample, project, where_samples, Attack, Logits, Norm};
+use super::pgd::{normalize, random_start};
+use super::{gradient_at, misclassified, per_sample, project, where_samples, Attack, Logits, Norm};
 use crate::rng::SeededRng;
 
 /// The loss an APGD run ascends.
@@ -113,29 +114,15 @@ fn sample_losses(
 fn start(x: &Tensor, eps: f64, norm: Norm, rng: &mut SeededRng) -> candle_core::Result<Tensor> {
     let to_candle = |e: crate::Error| candle_core::Error::Msg(e.to_string());
     let delta = match norm {
-        Norm::Linf => rng
-            .uniform(x.shape(), -eps as f32, eps as f32, x.device())
-            .map_err(to_candle)?,
+        Norm::Linf => random_start(x, eps, norm, rng).map_err(to_candle)?,
         Norm::L2 => {
             let d = rng
                 .normal(x.shape(), 0.0, 1.0, x.device())
                 .map_err(to_candle)?;
-            let n = super::norms(&d, Norm::L2)?.clamp(1e-12, f64::MAX)?;
-            (d.broadcast_div(&n.reshape(per_sample(x)?)?)? * eps)?
+            (normalize(&d, Norm::L2)? * eps)?
         }
     };
     project(x, &(x + delta)?, eps, norm)
-}
-
-/// The steepest-ascent direction of the norm: sign (L∞) or unit L2.
-fn direction(g: &Tensor, norm: Norm) -> candle_core::Result<Tensor> {
-    match norm {
-        Norm::Linf => g.sign(),
-        Norm::L2 => {
-            let n = super::norms(g, Norm::L2)?.clamp(1e-12, f64::MAX)?;
-            g.broadcast_div(&n.reshape(per_sample(g)?)?)
-        }
-    }
 }
 
 /// Loss `[N]` (host), its input gradient and the misclassified flags.
@@ -153,17 +140,11 @@ impl Apgd {
         y: &Tensor,
         t: Option<&Tensor>,
     ) -> candle_core::Result<Probe> {
-        let v = Var::from_tensor(&x.detach())?;
-        let logits = model.logits(v.as_tensor())?;
-        let losses = sample_losses(self.loss, &logits, y, t)?;
-        let grad = losses
-            .sum_all()?
-            .backward()?
-            .get(&v)
-            .cloned()
-            .ok_or_else(|| {
-                candle_core::Error::Msg("the model's output does not depend on its input".into())
-            })?;
+        let (grad, (logits, losses)) = gradient_at(x, |v| {
+            let logits = model.logits(v)?;
+            let losses = sample_losses(self.loss, &logits, y, t)?;
+            Ok((losses.sum_all()?, (logits, losses)))
+        })?;
         let fooled = logits
             .detach()
             .argmax(D::Minus1)?
@@ -208,7 +189,7 @@ impl Apgd {
             let eta = Tensor::from_vec(step.clone(), n, dev)?.reshape(per_sample(x)?)?;
             let z = project(
                 x,
-                &(&adv + direction(&grad, self.norm)?.broadcast_mul(&eta)?)?,
+                &(&adv + normalize(&grad, self.norm)?.broadcast_mul(&eta)?)?,
                 eps,
                 self.norm,
             )?;

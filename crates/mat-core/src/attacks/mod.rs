@@ -86,13 +86,26 @@ pub fn project(x: &Tensor, x_adv: &Tensor, eps: f64, norm: Norm) -> candle_core:
 /// Summed, not averaged, so each sample's gradient does not depend on the
 /// batch size.
 pub fn input_gradient(model: &dyn Logits, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
-    let v = Var::from_tensor(&x.detach())?;
-    let loss =
-        (candle_nn::loss::cross_entropy(&model.logits(v.as_tensor())?, y)? * x.dim(0)? as f64)?;
-    let grads = loss.backward()?;
-    grads.get(&v).cloned().ok_or_else(|| {
-        candle_core::Error::Msg("the model's output does not depend on its input".into())
+    gradient_at(x, |v| {
+        let loss = (candle_nn::loss::cross_entropy(&model.logits(v)?, y)? * x.dim(0)? as f64)?;
+        Ok((loss, ()))
     })
+    .map(|(g, ())| g)
+}
+
+/// The gradient of the scalar `loss` computes at `x` with respect to `x`,
+/// and whatever else `loss` returns beside it: the one place every attack
+/// differentiates through the model.
+pub(crate) fn gradient_at<T>(
+    x: &Tensor,
+    loss: impl FnOnce(&Tensor) -> candle_core::Result<(Tensor, T)>,
+) -> candle_core::Result<(Tensor, T)> {
+    let v = Var::from_tensor(&x.detach())?;
+    let (value, extra) = loss(v.as_tensor())?;
+    let grad = value.backward()?.get(&v).cloned().ok_or_else(|| {
+        candle_core::Error::Msg("the model's output does not depend on its input".into())
+    })?;
+    Ok((grad, extra))
 }
 
 /// `a` where `mask` `[N]` (u8) is 1, else `b`, per sample.

@@ -69,7 +69,12 @@ impl Pgd {
 
 /// A point drawn uniformly from the eps-ball (L∞: per-coordinate uniform;
 /// L2: uniform direction, radius eps·u^(1/d)).
-fn random_start(x: &Tensor, eps: f64, norm: Norm, rng: &mut SeededRng) -> crate::Result<Tensor> {
+pub(crate) fn random_start(
+    x: &Tensor,
+    eps: f64,
+    norm: Norm,
+    rng: &mut SeededRng,
+) -> crate::Result<Tensor> {
     let dev = x.device();
     Ok(match norm {
         Norm::Linf => rng.uniform(x.shape(), -eps as f32, eps as f32, dev)?,
@@ -90,7 +95,7 @@ fn random_start(x: &Tensor, eps: f64, norm: Norm, rng: &mut SeededRng) -> crate:
 }
 
 /// The steepest-ascent direction of a norm: sign for L∞, unit L2 per sample.
-fn normalize(g: &Tensor, norm: Norm) -> candle_core::Result<Tensor> {
+pub(crate) fn normalize(g: &Tensor, norm: Norm) -> candle_core::Result<Tensor> {
     match norm {
         Norm::Linf => g.sign(),
         Norm::L2 => {
