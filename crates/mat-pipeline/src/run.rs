@@ -358,12 +358,12 @@ pub fn repro(
     if opts.dry_run {
         let mut runs: BTreeSet<String> = BTreeSet::new();
         for s in &pipeline.stages {
-            let cur = current(s, &opts.workdir)?;
+            // Inputs are hashed only where no upstream stage decides it.
             let why = match s.upstream.iter().find(|u| runs.contains(*u)) {
                 Some(u) if !opts.force.contains(&s.name) => Some(Reason::Upstream(u.clone())),
                 _ => reason(
                     s,
-                    &cur,
+                    &current(s, &opts.workdir)?,
                     lock.stages.get(&s.name),
                     &opts.workdir,
                     opts.force.contains(&s.name),

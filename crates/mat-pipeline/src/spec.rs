@@ -72,6 +72,23 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
 }
 
+/// Parses YAML `text` read from `path`; a mistake comes with its line and
+/// column.
+fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        Error::Pipeline {
+            path: path.to_path_buf(),
+            line,
+            column,
+            what: e.to_string(),
+        }
+    })
+}
+
 /// The line and column of the first `key:` in `text` (for errors about a
 /// key that parsed but means something wrong).
 fn locate(text: &str, key: &str) -> (usize, usize) {
@@ -194,13 +211,7 @@ impl Pipeline {
             column,
             what,
         };
-        let raw: RawPipeline = serde_yaml::from_str(&text).map_err(|e| {
-            let (l, c) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            err(l, c, e.to_string())
-        })?;
+        let raw: RawPipeline = parse_yaml(path, &text)?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -428,33 +439,11 @@ struct RawSuite {
 /// Returns the pipelines `path` stands for.
 pub fn pipelines_of(path: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(path).at(path)?;
-    let value: Value = serde_yaml::from_str(&text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        Error::Pipeline {
-            path: path.to_path_buf(),
-            line,
-            column,
-            what: e.to_string(),
-        }
-    })?;
+    let value: Value = parse_yaml(path, &text)?;
     if value.get("pipelines").is_none() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let suite: RawSuite = serde_yaml::from_str(&text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        Error::Pipeline {
-            path: path.to_path_buf(),
-            line,
-            column,
-            what: e.to_string(),
-        }
-    })?;
+    let suite: RawSuite = parse_yaml(path, &text)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for p in suite.pipelines {

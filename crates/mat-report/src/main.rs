@@ -1,5 +1,5 @@
 //! `mat-report`: the paper's tables from stage outputs, as Markdown and CSV,
-//! each cell "ours (paper)".
+//! each cell "ours (paper)", and its figures as SVG and PNG.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,41 +10,86 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "mat-report",
     version,
-    about = "Tables of the paper from the stage outputs"
+    about = "Tables and figures of the paper from the stage outputs"
 )]
 struct Cli {
     #[command(subcommand)]
     table: TableCmd,
 }
 
+/// What every table takes.
+#[derive(clap::Args)]
+struct TableArgs {
+    /// The run folder holding the stage outputs (the paths each table reads
+    /// are in its help).
+    #[arg(long, value_name = "DIR")]
+    runs: PathBuf,
+    /// Writes <out>.md and <out>.csv.
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    /// A line about the run under the title (profile, budgets).
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+impl TableArgs {
+    /// The note with the date and the run folder appended.
+    fn note_line(&self) -> String {
+        format!(
+            "{} Generated {} from {}.",
+            self.note,
+            today(),
+            self.runs.display()
+        )
+        .trim()
+        .to_string()
+    }
+}
+
+/// The PGD budgets a table reads from the summaries.
+#[derive(clap::Args)]
+struct Budgets {
+    #[arg(long, default_value = "0.3")]
+    mnist_eps: f64,
+    #[arg(long, default_value_t = 8.0 / 255.0)]
+    cifar_eps: f64,
+}
+
 #[derive(Subcommand)]
 enum TableCmd {
-    /// Table 2: clean and PGD accuracy, mean L2 of C&W and DDN.
-    Table2 {
-        /// The run folder: <runs>/<dataset>/{pgd,cw,ddn}/<method>/summary.parquet.
-        #[arg(long, value_name = "DIR")]
-        runs: PathBuf,
-        /// Writes <out>.md and <out>.csv.
-        #[arg(long, value_name = "PATH")]
-        out: PathBuf,
-        /// PGD budgets read from the summaries (MNIST, CIFAR-10).
-        #[arg(long, default_value = "0.3")]
-        mnist_eps: f64,
-        #[arg(long, default_value_t = 8.0 / 255.0)]
-        cifar_eps: f64,
-        /// A line about the run under the title (profile, budgets).
-        #[arg(long, default_value = "")]
-        note: String,
-    },
-    /// Table 1: match rate of Ward clusters (natural and TRADES models).
+    /// Table 1: match rate of Ward clusters (natural and TRADES models),
+    /// from <runs>/<dataset>/cluster-{pgd,ddn}/<model>/cluster_summary.parquet.
     Table1 {
-        /// The run folder: <runs>/<dataset>/cluster-{pgd,ddn}/<model>/cluster_summary.parquet.
-        #[arg(long, value_name = "DIR")]
-        runs: PathBuf,
-        #[arg(long, value_name = "PATH")]
-        out: PathBuf,
-        #[arg(long, default_value = "")]
-        note: String,
+        #[command(flatten)]
+        args: TableArgs,
+    },
+    /// Table 2: clean and PGD accuracy, mean L2 of C&W and DDN, from
+    /// <runs>/<dataset>/{pgd,cw,ddn}/<method>/summary.parquet.
+    Table2 {
+        #[command(flatten)]
+        args: TableArgs,
+        #[command(flatten)]
+        eps: Budgets,
+    },
+    /// Table 3: CIFAR-10 under targeted and untargeted PGD (natural, AT, MMC,
+    /// MAT), from <runs>/cifar10/{pgd10-targeted,pgd10,pgd50-targeted,pgd50}/<method>/.
+    Table3 {
+        #[command(flatten)]
+        args: TableArgs,
+    },
+    /// Table 4: accuracy under PGD and adaptive PGD (TRADES, MAT variants),
+    /// from <runs>/<dataset>/{pgd,adaptive}/<method>/summary.parquet.
+    Table4 {
+        #[command(flatten)]
+        args: TableArgs,
+        #[command(flatten)]
+        eps: Budgets,
+    },
+    /// Table 5: cosine similarity to the predicted center (MAT variants),
+    /// from <runs>/<dataset>/cluster-pgd/<model>/cluster_summary.parquet.
+    Table5 {
+        #[command(flatten)]
+        args: TableArgs,
     },
     /// Figure 1: t-SNE of clean and adversarial features (SVG and PNG).
     Figure1 {
@@ -67,40 +112,6 @@ enum TableCmd {
         out: PathBuf,
         #[arg(long, default_value = "Robust accuracy under PGD-40")]
         title: String,
-    },
-    /// Table 3: CIFAR-10 under targeted and untargeted PGD (natural, AT, MMC, MAT).
-    Table3 {
-        /// The run folder: <runs>/cifar10/{pgd10-targeted,pgd10,pgd50-targeted,pgd50}/<method>/.
-        #[arg(long, value_name = "DIR")]
-        runs: PathBuf,
-        #[arg(long, value_name = "PATH")]
-        out: PathBuf,
-        #[arg(long, default_value = "")]
-        note: String,
-    },
-    /// Table 4: accuracy under PGD and adaptive PGD (TRADES, MAT variants).
-    Table4 {
-        /// The run folder: <runs>/<dataset>/{pgd,adaptive}/<method>/summary.parquet.
-        #[arg(long, value_name = "DIR")]
-        runs: PathBuf,
-        #[arg(long, value_name = "PATH")]
-        out: PathBuf,
-        #[arg(long, default_value = "0.3")]
-        mnist_eps: f64,
-        #[arg(long, default_value_t = 8.0 / 255.0)]
-        cifar_eps: f64,
-        #[arg(long, default_value = "")]
-        note: String,
-    },
-    /// Table 5: cosine similarity to the predicted center (MAT variants).
-    Table5 {
-        /// The run folder: <runs>/<dataset>/cluster-pgd/<model>/cluster_summary.parquet.
-        #[arg(long, value_name = "DIR")]
-        runs: PathBuf,
-        #[arg(long, value_name = "PATH")]
-        out: PathBuf,
-        #[arg(long, default_value = "")]
-        note: String,
     },
 }
 
@@ -141,56 +152,45 @@ fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.table {
-        TableCmd::Table2 {
-            runs,
-            out,
-            mnist_eps,
-            cifar_eps,
-            note,
-        } => {
-            let t = mat_report::table2::collect(&runs, [mnist_eps, cifar_eps])?;
-            let date = today();
-            let note = format!("{note} Generated {date} from {}.", runs.display());
-            write_pair(&out, &t.markdown(note.trim()), &t.csv())
+    use mat_report::{cluster_tables, table2, table3, table4};
+    let (args, (md, csv)) = match cli.table {
+        TableCmd::Table1 { args } => {
+            let t = cluster_tables::table1(&args.runs, &args.note_line())?;
+            (args, t)
         }
-        TableCmd::Table1 { runs, out, note } => {
-            let note = format!("{note} Generated {} from {}.", today(), runs.display());
-            let (md, csv) = mat_report::cluster_tables::table1(&runs, note.trim())?;
-            write_pair(&out, &md, &csv)
+        TableCmd::Table2 { args, eps } => {
+            let t = table2::collect(&args.runs, [eps.mnist_eps, eps.cifar_eps])?;
+            let pair = (t.markdown(&args.note_line()), t.csv());
+            (args, pair)
+        }
+        TableCmd::Table3 { args } => {
+            let t = table3::table3(&args.runs, &args.note_line())?;
+            (args, t)
+        }
+        TableCmd::Table4 { args, eps } => {
+            let t = table4::table4(
+                &args.runs,
+                [eps.mnist_eps, eps.cifar_eps],
+                &args.note_line(),
+            )?;
+            (args, t)
+        }
+        TableCmd::Table5 { args } => {
+            let t = cluster_tables::table5(&args.runs, &args.note_line())?;
+            (args, t)
         }
         TableCmd::Figure1 { tsne, out, title } => {
             mat_report::figures::figure1(&tsne, &out, &title)?;
             eprintln!("mat-report: wrote {}", out.with_extension("png").display());
-            Ok(())
+            return Ok(());
         }
         TableCmd::Figure2 { runs, out, title } => {
             mat_report::figures::figure2(&runs, &out, &title)?;
             eprintln!("mat-report: wrote {}", out.with_extension("png").display());
-            Ok(())
+            return Ok(());
         }
-        TableCmd::Table3 { runs, out, note } => {
-            let note = format!("{note} Generated {} from {}.", today(), runs.display());
-            let (md, csv) = mat_report::table3::table3(&runs, note.trim())?;
-            write_pair(&out, &md, &csv)
-        }
-        TableCmd::Table4 {
-            runs,
-            out,
-            mnist_eps,
-            cifar_eps,
-            note,
-        } => {
-            let note = format!("{note} Generated {} from {}.", today(), runs.display());
-            let (md, csv) = mat_report::table4::table4(&runs, [mnist_eps, cifar_eps], note.trim())?;
-            write_pair(&out, &md, &csv)
-        }
-        TableCmd::Table5 { runs, out, note } => {
-            let note = format!("{note} Generated {} from {}.", today(), runs.display());
-            let (md, csv) = mat_report::cluster_tables::table5(&runs, note.trim())?;
-            write_pair(&out, &md, &csv)
-        }
-    }
+    };
+    write_pair(&args.out, &md, &csv)
 }
 
 fn main() -> ExitCode {
