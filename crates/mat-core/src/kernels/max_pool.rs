@@ -31,17 +31,6 @@ impl Pool {
     /// a NaN wins, as in PyTorch.
     #[inline]
     fn argmax(&self, plane: &[f32], w: usize, oy: usize, ox: usize) -> usize {
-        if self.k == 2 {
-            // The network's only window size, unrolled: four loads, three compares.
-            let i0 = 2 * oy * w + 2 * ox;
-            let mut best = i0;
-            for i in [i0 + 1, i0 + w, i0 + w + 1] {
-                if beats(plane[i], plane[best]) {
-                    best = i;
-                }
-            }
-            return best;
-        }
         let mut best = oy * self.k * w + ox * self.k;
         let mut val = plane[best];
         for i in 0..self.k {
@@ -58,9 +47,54 @@ impl Pool {
 }
 
 /// `v` replaces the running maximum `best`: larger, or the first NaN.
+/// Non-short-circuit operators keep it free of branches.
 #[inline(always)]
 fn beats(v: f32, best: f32) -> bool {
-    v > best || (v.is_nan() && !best.is_nan())
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
+/// The first maximum of a 2x2 window `[a, b; c, d]` and its position
+/// (0 = a, 1 = b, 2 = c, 3 = d). Selects instead of branches: on activations
+/// the comparisons are coin flips, and the loops below vectorise.
+#[inline(always)]
+fn first_max4(a: f32, b: f32, c: f32, d: f32) -> (f32, u32) {
+    let (mut v, mut j) = (a, 0);
+    for (x, i) in [(b, 1), (c, 2), (d, 3)] {
+        let take = beats(x, v);
+        v = if take { x } else { v };
+        j = if take { i } else { j };
+    }
+    (v, j)
+}
+
+/// Forward of one output row for 2x2 windows (the network's only size).
+#[inline(always)]
+fn pool2_row(top: &[f32], bottom: &[f32], y: &mut [f32]) {
+    for ((y, t), b) in y
+        .iter_mut()
+        .zip(top.chunks_exact(2))
+        .zip(bottom.chunks_exact(2))
+    {
+        *y = first_max4(t[0], t[1], b[0], b[1]).0;
+    }
+}
+
+/// Backward of one output row for 2x2 windows: windows do not overlap, so
+/// each input gets its window's gradient or 0, written, never accumulated.
+#[inline(always)]
+fn pool2_row_bwd(top: &[f32], bottom: &[f32], dy: &[f32], dtop: &mut [f32], dbottom: &mut [f32]) {
+    let windows = top
+        .chunks_exact(2)
+        .zip(bottom.chunks_exact(2))
+        .zip(dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2)));
+    for (((t, b), (dt, db)), &g) in windows.zip(dy) {
+        let j = first_max4(t[0], t[1], b[0], b[1]).1;
+        let pick = |i| if j == i { g } else { 0.0 };
+        dt[0] = pick(0);
+        dt[1] = pick(1);
+        db[0] = pick(2);
+        db[1] = pick(3);
+    }
 }
 
 impl CustomOp1 for Pool {
@@ -75,6 +109,13 @@ impl CustomOp1 for Pool {
         y.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
             .for_each(|(y, x)| {
+                if self.k == 2 {
+                    for (oy, y_row) in y.chunks_exact_mut(ow).enumerate() {
+                        let rows = &x[2 * oy * w..];
+                        pool2_row(&rows[..2 * ow], &rows[w..w + 2 * ow], y_row);
+                    }
+                    return;
+                }
                 for oy in 0..oh {
                     for ox in 0..ow {
                         y[oy * ow + ox] = x[self.argmax(x, w, oy, ox)];
@@ -122,6 +163,21 @@ impl CustomOp2 for PoolBwd {
         dx.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
             .for_each(|(dx, (x, dy))| {
+                if self.0.k == 2 {
+                    // Rows and columns that floor mode drops keep their 0.
+                    for (oy, dy_row) in dy.chunks_exact(ow).enumerate() {
+                        let rows = &x[2 * oy * w..];
+                        let (dtop, dbottom) = dx[2 * oy * w..].split_at_mut(w);
+                        pool2_row_bwd(
+                            &rows[..2 * ow],
+                            &rows[w..w + 2 * ow],
+                            dy_row,
+                            &mut dtop[..2 * ow],
+                            &mut dbottom[..2 * ow],
+                        );
+                    }
+                    return;
+                }
                 for oy in 0..oh {
                     for ox in 0..ow {
                         dx[self.0.argmax(x, w, oy, ox)] += dy[oy * ow + ox];
@@ -251,5 +307,34 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(gx, vec![1.0, 0.0, 0.0, 0.0]);
+    }
+
+    /// The 2x2 fast path picks the same element as the general window loop,
+    /// with ties, NaNs and odd sizes.
+    #[test]
+    fn window2_path_equals_the_general_argmax() {
+        let (h, w) = (7, 9);
+        let mut rng = SeededRng::new(3);
+        let pool = Pool { k: 2 };
+        for trial in 0..20 {
+            let plane: Vec<f32> = (0..h * w)
+                .map(|_| match rng.below(10) {
+                    0 => f32::NAN,
+                    1 | 2 => 1.0,
+                    v => v as f32 * if trial % 2 == 0 { 1.0 } else { -1.0 },
+                })
+                .collect();
+            for oy in 0..h / 2 {
+                for ox in 0..w / 2 {
+                    let i0 = 2 * oy * w + 2 * ox;
+                    let (v, j) =
+                        first_max4(plane[i0], plane[i0 + 1], plane[i0 + w], plane[i0 + w + 1]);
+                    let want = pool.argmax(&plane, w, oy, ox);
+                    let got = i0 + [0, 1, w, w + 1][j as usize];
+                    assert_eq!(got, want, "trial {trial}, window ({oy}, {ox})");
+                    assert_eq!(v.to_bits(), plane[want].to_bits());
+                }
+            }
+        }
     }
 }
