@@ -175,6 +175,41 @@ fn col2im(g: &Geom, cols: &[f32], dx: &mut [f32]) {
     });
 }
 
+thread_local! {
+    /// Each worker thread's column matrix, kept between calls: a fresh
+    /// `K·P` buffer per task (663 KB for SmallCNN's second layer) cost a
+    /// zero fill and, once the allocator returned it to the OS, page faults.
+    static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's column buffer of `len` elements (contents
+/// unspecified: every user overwrites it). A nested call on the same thread
+/// (never made today) would get a buffer of its own.
+fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COLS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+/// Sum in 16 independent lanes: `iter().sum()` must keep the sequential
+/// order of float additions and so cannot vectorise.
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut chunks = v.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
 /// Images per rayon task: enough to amortise the per-task buffers, few
 /// enough to keep every thread busy.
 fn chunk(n: usize) -> usize {
@@ -218,18 +253,19 @@ impl CustomOp3 for Conv2dOp {
         y.par_chunks_mut(g.out_len() * per)
             .zip(x.par_chunks(g.in_len() * per))
             .for_each(|(ys, xs)| {
-                let mut cols = vec![0f32; k * p];
-                for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
-                    // Start from the bias and accumulate the product onto it.
-                    for (row, &bo) in y_n.chunks_mut(p).zip(b) {
-                        row.fill(bo);
+                with_cols(k * p, |cols| {
+                    for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
+                        // Start from the bias and accumulate the product onto it.
+                        for (row, &bo) in y_n.chunks_mut(p).zip(b) {
+                            row.fill(bo);
+                        }
+                        im2col(&g, x_n, cols);
+                        sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(cols, p), y_n, true);
+                        if self.relu {
+                            y_n.iter_mut().for_each(|v| *v = v.max(0.0));
+                        }
                     }
-                    im2col(&g, x_n, &mut cols);
-                    sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(&cols, p), y_n, true);
-                    if self.relu {
-                        y_n.iter_mut().for_each(|v| *v = v.max(0.0));
-                    }
-                }
+                })
             });
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))))
     }
@@ -330,44 +366,45 @@ impl CustomOp3 for Conv2dBwd {
         let partials: Vec<(Vec<f32>, Vec<f32>)> = tasks
             .into_par_iter()
             .map(|(t, mut dx_chunk)| {
-                let mut cols = vec![0f32; k * p];
-                let mut dw_acc = vec![0f32; nw];
-                let mut db_acc = vec![0f32; nb];
-                let first = t * per;
-                for i in first..(first + per).min(g.n) {
-                    let dy_i = &dy[i * g.out_len()..(i + 1) * g.out_len()];
-                    for (acc, row) in db_acc.iter_mut().zip(dy_i.chunks(p)) {
-                        *acc += row.iter().sum::<f32>();
+                with_cols(k * p, |cols| {
+                    let mut dw_acc = vec![0f32; nw];
+                    let mut db_acc = vec![0f32; nb];
+                    let first = t * per;
+                    for i in first..(first + per).min(g.n) {
+                        let dy_i = &dy[i * g.out_len()..(i + 1) * g.out_len()];
+                        for (acc, row) in db_acc.iter_mut().zip(dy_i.chunks(p)) {
+                            *acc += lane_sum(row);
+                        }
+                        if self.want_dw {
+                            // dWᵀ += cols · dY_iᵀ: with the long P axis contiguous in both
+                            // operands this runs ~1.7x faster than dW += dY_i · colsᵀ.
+                            im2col(&g, &x[i * g.in_len()..(i + 1) * g.in_len()], cols);
+                            sgemm(
+                                k,
+                                g.oc,
+                                p,
+                                Mat::rows(cols, p),
+                                Mat::transposed(dy_i, p),
+                                &mut dw_acc,
+                                true,
+                            );
+                        }
+                        if let Some(dxc) = dx_chunk.as_deref_mut() {
+                            sgemm(
+                                k,
+                                p,
+                                g.oc,
+                                Mat::transposed(w, k),
+                                Mat::rows(dy_i, p),
+                                cols,
+                                false,
+                            );
+                            let j = i - first;
+                            col2im(&g, cols, &mut dxc[j * g.in_len()..(j + 1) * g.in_len()]);
+                        }
                     }
-                    if self.want_dw {
-                        // dWᵀ += cols · dY_iᵀ: with the long P axis contiguous in both
-                        // operands this runs ~1.7x faster than dW += dY_i · colsᵀ.
-                        im2col(&g, &x[i * g.in_len()..(i + 1) * g.in_len()], &mut cols);
-                        sgemm(
-                            k,
-                            g.oc,
-                            p,
-                            Mat::rows(&cols, p),
-                            Mat::transposed(dy_i, p),
-                            &mut dw_acc,
-                            true,
-                        );
-                    }
-                    if let Some(dxc) = dx_chunk.as_deref_mut() {
-                        sgemm(
-                            k,
-                            p,
-                            g.oc,
-                            Mat::transposed(w, k),
-                            Mat::rows(dy_i, p),
-                            &mut cols,
-                            false,
-                        );
-                        let j = i - first;
-                        col2im(&g, &cols, &mut dxc[j * g.in_len()..(j + 1) * g.in_len()]);
-                    }
-                }
-                (dw_acc, db_acc)
+                    (dw_acc, db_acc)
+                })
             })
             .collect();
         // Sum the partial dWᵀ [K, OC] and transpose into dW [OC, K].
