@@ -238,6 +238,7 @@ fn main_run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    mat_core::alloc::keep_freed_memory();
     match main_run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

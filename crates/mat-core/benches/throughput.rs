@@ -265,6 +265,7 @@ struct Workload {
 }
 
 fn main() -> Res<()> {
+    mat_core::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let dd = DataDir::locate();
     let ds = data::load(&dd, "mnist-10k")?;
@@ -281,6 +282,15 @@ fn main() -> Res<()> {
         .unwrap_or(3);
     let threads = rayon::current_num_threads();
     eprintln!("bench: {threads} threads, {runs} runs");
+    // `--profile train|pgd|wrn`: that workload alone, nothing written, for
+    // running under a profiler (`perf record`).
+    if let Some(w) = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1))
+    {
+        return profile_one(w, &ds, runs);
+    }
 
     let gemm = gemm_gflops();
     eprintln!("gemm: {gemm:.0} GFLOP/s");
@@ -369,6 +379,37 @@ fn main() -> Res<()> {
         },
     ];
     write_report(&workloads, threads, runs, gemm, mem, &torch)
+}
+
+fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
+    for r in 0..runs {
+        let t = Instant::now();
+        match workload {
+            "train" => {
+                train_epoch(&ds.train, r as u64, 1)?;
+            }
+            "pgd" => {
+                let (_, store) = train_epoch(&ds.train.subset(Some(512), Some(0))?, 0, 1)?;
+                let model = frozen(&store)?;
+                let test = ds.test.subset(Some(256), Some(0))?;
+                let logits = |x: &Tensor| model.forward_t(x, false);
+                let mut rng = SeededRng::for_purpose(r as u64, "pgd");
+                let t = Instant::now();
+                Pgd::linf(40, 0.01).propose(&logits, &test.images, &test.labels, 0.3, &mut rng)?;
+                eprintln!("pgd-40 on 256: {:.2} s", t.elapsed().as_secs_f64());
+            }
+            "wrn" => {
+                wrn_steps(r as u64)?;
+            }
+            other => {
+                return Err(
+                    format!("--profile: unknown workload {other:?} (train, pgd, wrn)").into(),
+                )
+            }
+        }
+        eprintln!("{workload} run {r}: {:.2} s", t.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 fn write_report(

@@ -4,6 +4,7 @@
 //! Reproduces and stress-tests "Manifold-aware Training: Increase Adversarial
 //! Robustness with Feature Clustering" (MAT, ICLR 2021 submission).
 
+pub mod alloc;
 pub mod analysis;
 pub mod artifact;
 pub mod attacks;
