@@ -128,6 +128,7 @@ fn describe(o: &mat_pipeline::Outcome) -> String {
 /// Runs `file`: one pipeline, or each pipeline of a suite in turn.
 fn repro(file: PathBuf, profile: &str, opts: mat_pipeline::Options) -> anyhow::Result<()> {
     put_stage_programs_on_path();
+    mat_pipeline::interrupt::install();
     for pipeline in mat_pipeline::pipelines_of(&file)? {
         repro_one(pipeline, profile, &opts)?;
     }

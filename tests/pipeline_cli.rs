@@ -94,3 +94,73 @@ stages:
         text(&o)
     );
 }
+
+/// SIGTERM to `mat repro` alone (not its process group): the stage running
+/// gets it too, its half-written output is removed, nothing of it is in the
+/// lock file, the stage after it never starts, and the runner exits non-zero.
+#[test]
+fn a_signal_stops_the_running_stage_and_leaves_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("stop.yaml"),
+        r#"
+profiles:
+  quick: {params: {}}
+stages:
+  first:
+    cmd: echo done > ${out}/first.txt
+    outs: ["${out}/first.txt"]
+  slow:
+    cmd: echo half > ${out}/slow.txt && echo $$ > pid.txt && sleep 60 && echo rest >> ${out}/slow.txt
+    deps: ["${out}/first.txt"]
+    outs: ["${out}/slow.txt"]
+  after:
+    cmd: cp ${out}/slow.txt ${out}/after.txt
+    deps: ["${out}/slow.txt"]
+    outs: ["${out}/after.txt"]
+"#,
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mat"))
+        .args(["repro", "stop.yaml"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !d.join("pid.txt").exists() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the slow stage never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stage_pid = std::fs::read_to_string(d.join("pid.txt")).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    assert!(
+        start.elapsed().as_secs() < 30,
+        "the runner waited for the stage to finish"
+    );
+    assert!(msg.contains("stopped by SIGTERM"), "{msg}");
+    let run = d.join("runs/stop/quick");
+    assert!(run.join("first.txt").exists());
+    assert!(!run.join("slow.txt").exists(), "half-written output left");
+    assert!(!run.join("after.txt").exists());
+    let lock = std::fs::read_to_string(run.join("mat.lock")).unwrap();
+    assert!(lock.contains("first"), "{lock}");
+    assert!(!lock.contains("slow"), "{lock}");
+    // The stage's shell is gone, not orphaned.
+    let alive = std::path::Path::new("/proc")
+        .join(stage_pid.trim())
+        .exists();
+    assert!(!alive, "stage process {} still running", stage_pid.trim());
+}

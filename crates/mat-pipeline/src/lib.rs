@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod error;
 pub mod hash;
+pub mod interrupt;
 pub mod lock;
 pub mod run;
 pub mod spec;

@@ -3,13 +3,16 @@
 //! they claim), and records each finished stage in the lock file.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use crate::cache::{remove, RunCache};
 use crate::error::{Error, IoContext, Result};
 use crate::hash;
+use crate::interrupt;
 use crate::lock::{Lock, StageLock};
 use crate::spec::{Pipeline, Stage};
 
@@ -226,20 +229,35 @@ fn execute(stage: &Stage, workdir: &Path, log_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(log_dir).at(log_dir)?;
     let log_path = log_dir.join(format!("{}.log", stage.name.replace(['/', '@'], "_")));
     let log = std::fs::File::create(&log_path).at(&log_path)?;
-    let status = Command::new("bash")
+    // Its own process group: a signal to the runner is passed on to the
+    // stage's whole process tree, and only by the runner.
+    let mut child = Command::new("bash")
         .arg("-c")
         .arg(&stage.cmd)
         .current_dir(workdir)
         .stdout(log.try_clone().at(&log_path)?)
         .stderr(log)
-        .status()
+        .process_group(0)
+        .spawn()
         .at(Path::new("bash"))?;
+    let mut forwarded = None;
+    let status = loop {
+        if let Some(st) = child.try_wait().at(Path::new("bash"))? {
+            break st;
+        }
+        if let (None, Some(sig)) = (forwarded, interrupt::received()) {
+            interrupt::signal_group(child.id(), sig);
+            forwarded = Some(sig);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let interrupted = forwarded.or_else(interrupt::received);
     let missing: Vec<&PathBuf> = stage
         .outs
         .iter()
         .filter(|o| !workdir.join(o).exists())
         .collect();
-    if status.success() && missing.is_empty() {
+    if status.success() && missing.is_empty() && interrupted.is_none() {
         return Ok(());
     }
     for o in &stage.outs {
@@ -250,7 +268,12 @@ fn execute(stage: &Stage, workdir: &Path, log_dir: &Path) -> Result<()> {
     }
     let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
     let tail: Vec<&str> = tail.lines().rev().take(10).collect();
-    let what = if status.success() {
+    let what = if let Some(sig) = interrupted {
+        format!(
+            "stopped by {}: its outputs were removed",
+            interrupt::name(sig)
+        )
+    } else if status.success() {
         format!(
             "exited 0 but did not write {}",
             missing
@@ -404,7 +427,8 @@ pub fn repro(
                     .upstream
                     .iter()
                     .any(|u| matches!(results.get(u), Some(Outcome::Failed(_) | Outcome::NotRun)));
-                if blocked || (first_error.is_some() && !opts.keep_going) {
+                let stopping = interrupt::received().is_some();
+                if blocked || stopping || (first_error.is_some() && !opts.keep_going) {
                     results.insert(s.name.clone(), Outcome::NotRun);
                     report(&s.name, &Outcome::NotRun);
                     pending.remove(i);
@@ -473,6 +497,12 @@ pub fn repro(
             results.insert(name, outcome);
         }
     })?;
+    if let Some(sig) = interrupt::received() {
+        return Err(Error::Invalid(format!(
+            "stopped by {}: stages finished before it are in the lock file, the ones it stopped left nothing",
+            interrupt::name(sig)
+        )));
+    }
     if let Some(e) = first_error {
         return Err(e);
     }
