@@ -498,6 +498,7 @@ fn write_report(
     if let Err(e) = torch {
         writeln!(md, "- PyTorch reference not measured: {e}")?;
     }
+    writeln!(md, "- Where the time goes (a perf profile) and what would close the gap: README, \"Speed on the CPU\".")?;
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../BENCHMARKS.md");
     mat_core::artifact::write_atomic(&path, md.as_bytes())?;
     print!("{md}");
