@@ -6,6 +6,11 @@
 //! `${item}` (foreach), `${item.AXIS}` (matrix), `${vars.NAME}`,
 //! `${params.KEY.PATH}` (after the profile's overrides), `${out}` (the
 //! run's folder `runs/<pipeline>/<profile>`), `${profile}`, `${pipeline}`.
+//! A `foreach`, a matrix axis, or an entry of one of them or of `deps`/`outs`
+//! that is exactly `${params.NAME}` or `${vars.NAME}` naming a list stands
+//! for that list's items, so a profile can add stages (the CIFAR-10 half of
+//! the paper profile) or remove them; inside a command such a list reads as
+//! its items separated by spaces.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,10 +42,12 @@ struct RawStage {
     params: Vec<String>,
     #[serde(default)]
     outs: Vec<String>,
+    /// A list, or `${params.NAME}` / `${vars.NAME}` naming one (so a profile
+    /// can add or remove items; an empty list gives no stages).
     #[serde(default)]
-    foreach: Option<Vec<Value>>,
+    foreach: Option<Value>,
     #[serde(default)]
-    matrix: Option<BTreeMap<String, Vec<Value>>>,
+    matrix: Option<BTreeMap<String, Value>>,
     /// Claims on named resources, e.g. `gpu: 1`.
     #[serde(default)]
     resources: BTreeMap<String, u32>,
@@ -115,6 +122,19 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+/// A value as it reads inside a string: a list of scalars becomes its
+/// items separated by spaces (the paths a report reads, say).
+fn inline_text(v: &Value) -> String {
+    match v.as_sequence() {
+        Some(list) if list.iter().all(|e| !e.is_sequence() && !e.is_mapping()) => list
+            .iter()
+            .map(value_text)
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => value_text(v),
+    }
+}
+
 /// Looks up a dotted key in a YAML mapping.
 fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
     key.split('.').try_fold(root, |node, part| node.get(part))
@@ -146,7 +166,57 @@ struct Scope<'a> {
     pipeline: &'a str,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// The list that `s` names when it is exactly one `${params.NAME}` or
+    /// `${vars.NAME}` reference to a YAML sequence.
+    fn list_ref(&self, s: &str) -> Option<&'a [Value]> {
+        let expr = s.trim().strip_prefix("${")?.strip_suffix('}')?;
+        if expr.contains("${") {
+            return None;
+        }
+        let v = match expr.trim().split_once('.')? {
+            ("params", k) => lookup(self.params, k)?,
+            ("vars", k) => self.vars.get(k)?,
+            _ => return None,
+        };
+        v.as_sequence().map(Vec::as_slice)
+    }
+
+    /// A `foreach` or matrix axis: a list whose entries naming a list are
+    /// spliced in, or a single reference to a list.
+    fn items(&self, v: &Value) -> std::result::Result<Vec<Value>, String> {
+        match v {
+            Value::String(s) => self.list_ref(s).map(<[Value]>::to_vec).ok_or_else(|| {
+                format!(
+                    "`{s}`: expected a list, or `${{params.NAME}}` / `${{vars.NAME}}` naming one"
+                )
+            }),
+            Value::Sequence(list) => Ok(list
+                .iter()
+                .flat_map(|e| match e.as_str().and_then(|s| self.list_ref(s)) {
+                    Some(inner) => inner.to_vec(),
+                    None => vec![e.clone()],
+                })
+                .collect()),
+            other => Err(format!(
+                "expected a list, or `${{params.NAME}}` naming one, got `{}`",
+                value_text(other)
+            )),
+        }
+    }
+
+    /// Interpolates a `deps`/`outs` entry; one that is exactly a reference
+    /// to a list becomes its items, each interpolated.
+    fn paths(&self, entry: &str) -> std::result::Result<Vec<PathBuf>, String> {
+        match self.list_ref(entry) {
+            Some(list) => list
+                .iter()
+                .map(|v| self.interpolate(&value_text(v)).map(PathBuf::from))
+                .collect(),
+            None => Ok(vec![PathBuf::from(self.interpolate(entry)?)]),
+        }
+    }
+
     fn resolve(&self, expr: &str) -> std::result::Result<String, String> {
         let expr = expr.trim();
         let (head, rest) = match expr.split_once('.') {
@@ -157,10 +227,10 @@ impl Scope<'_> {
             ("out", None) => Some(self.out.to_string()),
             ("profile", None) => Some(self.profile.to_string()),
             ("pipeline", None) => Some(self.pipeline.to_string()),
-            ("item", None) => self.item.map(value_text),
-            ("item", Some(k)) => self.item.and_then(|i| lookup(i, k)).map(value_text),
-            ("vars", Some(k)) => self.vars.get(k).map(value_text),
-            ("params", Some(k)) => lookup(self.params, k).map(value_text),
+            ("item", None) => self.item.map(inline_text),
+            ("item", Some(k)) => self.item.and_then(|i| lookup(i, k)).map(inline_text),
+            ("vars", Some(k)) => self.vars.get(k).map(inline_text),
+            ("params", Some(k)) => lookup(self.params, k).map(inline_text),
             _ => None,
         };
         found.ok_or_else(|| {
@@ -255,10 +325,21 @@ impl Pipeline {
         for (stage_name, rs) in &raw.stages {
             let (line, column) = locate(&text, stage_name);
             let fail = |what: String| err(line, column, format!("stage `{stage_name}`: {what}"));
+            // Lists may come from params, so they are read in the stage-less scope.
+            let outer = Scope {
+                item: None,
+                vars: &raw.vars,
+                params: &params,
+                out: &out_text,
+                profile,
+                pipeline: &name,
+            };
             let items: Vec<(String, Option<Value>)> = match (&rs.foreach, &rs.matrix) {
                 (Some(_), Some(_)) => return Err(fail("has both `foreach` and `matrix`".into())),
                 // A mapping item is named by its `name` key.
-                (Some(list), None) => list
+                (Some(list), None) => outer
+                    .items(list)
+                    .map_err(|e| fail(format!("foreach: {e}")))?
                     .iter()
                     .map(|v| {
                         let label = v
@@ -272,9 +353,12 @@ impl Pipeline {
                     let mut combos: Vec<(Vec<String>, serde_yaml::Mapping)> =
                         vec![(vec![], serde_yaml::Mapping::new())];
                     for (axis, values) in axes {
+                        let values = outer
+                            .items(values)
+                            .map_err(|e| fail(format!("matrix axis `{axis}`: {e}")))?;
                         let mut next = Vec::new();
                         for (names, map) in &combos {
-                            for v in values {
+                            for v in &values {
                                 let mut n = names.clone();
                                 n.push(value_text(v));
                                 let mut m = map.clone();
@@ -306,6 +390,13 @@ impl Pipeline {
                     pipeline: &name,
                 };
                 let interp = |s: &String| scope.interpolate(s).map_err(&fail);
+                let paths = |entries: &[String]| -> Result<Vec<PathBuf>> {
+                    let mut v = Vec::new();
+                    for e in entries {
+                        v.extend(scope.paths(e).map_err(&fail)?);
+                    }
+                    Ok(v)
+                };
                 let mut ps = BTreeMap::new();
                 for key in &rs.params {
                     let key = interp(key)?;
@@ -317,16 +408,8 @@ impl Pipeline {
                 stages.push(Stage {
                     name: full,
                     cmd: interp(&rs.cmd)?,
-                    deps: rs
-                        .deps
-                        .iter()
-                        .map(|d| interp(d).map(PathBuf::from))
-                        .collect::<Result<_>>()?,
-                    outs: rs
-                        .outs
-                        .iter()
-                        .map(|d| interp(d).map(PathBuf::from))
-                        .collect::<Result<_>>()?,
+                    deps: paths(&rs.deps)?,
+                    outs: paths(&rs.outs)?,
                     params: ps,
                     resources: rs.resources.clone(),
                     upstream: vec![],

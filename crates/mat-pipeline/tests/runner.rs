@@ -310,6 +310,74 @@ stages:
     assert_eq!(w.read("runs/m/default/second.txt").trim(), "two");
 }
 
+/// A profile adds stages through a list param: `foreach: ${params.extra}`,
+/// a list entry naming a list, a matrix axis from params, and a `deps` entry
+/// naming a list of paths.
+#[test]
+fn lists_from_params_let_a_profile_add_stages() {
+    let w = Work::new();
+    w.write(
+        "l.yaml",
+        r#"
+vars:
+  base: [a]
+params:
+  extra: []
+  seeds: [0]
+  report_deps: ["${out}/a.txt"]
+profiles:
+  small: {params: {}}
+  big:
+    params:
+      extra: [b, c]
+      seeds: [0, 1]
+      report_deps: ["${out}/a.txt", "${out}/b.txt", "${out}/c.txt"]
+stages:
+  make:
+    foreach: ["${vars.base}", "${params.extra}"]
+    cmd: echo ${item} > ${out}/${item}.txt
+    outs: ["${out}/${item}.txt"]
+  more:
+    foreach: ${params.extra}
+    cmd: cat ${out}/${item}.txt > ${out}/${item}.more
+    deps: ["${out}/${item}.txt"]
+    outs: ["${out}/${item}.more"]
+  seeded:
+    matrix: {seed: "${params.seeds}"}
+    cmd: echo ${item.seed} > ${out}/seed-${item.seed}.txt
+    outs: ["${out}/seed-${item.seed}.txt"]
+  report:
+    cmd: cat ${params.report_deps} > ${out}/report.txt
+    deps: ["${params.report_deps}"]
+    outs: ["${out}/report.txt"]
+"#,
+    );
+    let small = w.load("l.yaml", "small").unwrap();
+    let names: Vec<&str> = small.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["make@a", "report", "seeded@0"]);
+    let big = w.load("l.yaml", "big").unwrap();
+    let names: Vec<&str> = big.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["make@a", "make@b", "make@c", "more@b", "more@c", "report", "seeded@0", "seeded@1"]
+    );
+    let report = big.stage("report").unwrap();
+    assert_eq!(report.deps.len(), 3);
+    assert_eq!(report.upstream, ["make@a", "make@b", "make@c"]);
+    w.repro("l.yaml", "big", &w.opts());
+    assert_eq!(w.read("runs/l/big/report.txt"), "a\nb\nc\n");
+    // Not a list: a located error.
+    w.write(
+        "bad.yaml",
+        "params: {one: 1}\nstages:\n  s:\n    foreach: ${params.one}\n    cmd: 'true'\n",
+    );
+    let e = w.load("bad.yaml", "default").unwrap_err().to_string();
+    assert!(
+        e.contains("bad.yaml:3:3") && e.contains("expected a list"),
+        "{e}"
+    );
+}
+
 #[test]
 fn mistakes_are_located() {
     let w = Work::new();
