@@ -196,3 +196,70 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
         assert_eq!(body, rows, "{md}");
     }
 }
+
+/// Writes a CIFAR-10 binary batch of `n` records: label `k % 10`, each
+/// channel a constant that depends on the label, plus a little noise.
+fn write_cifar_batch(path: &Path, n: usize, offset: usize) {
+    let mut b = Vec::with_capacity(n * 3073);
+    for i in 0..n {
+        let k = i + offset;
+        let label = k % 10;
+        b.push(label as u8);
+        for c in 0..3 {
+            let base = (label * 23 + c * 61) % 200;
+            b.extend((0..1024).map(|p| (base + (p * 7 + k) % 40) as u8));
+        }
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// The paper profile's CIFAR-10 stages (Table 3: ResNet and WRN training,
+/// MMC with its 256-d centers, targeted and untargeted PGD at two budgets)
+/// run through every stage program on generated CIFAR-10 files, with tiny
+/// budgets (profile smoke-cifar10); every cell of the report is a number
+/// beside the paper's.
+#[test]
+fn table3_cifar10_stages_run_on_generated_cifar10() {
+    let mat = Path::new(env!("CARGO_BIN_EXE_mat"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root.join("pipelines"), &dir.path().join("pipelines"));
+    let cache = dir.path().join("cache");
+    let cifar = cache.join("cifar10");
+    std::fs::create_dir_all(&cifar).unwrap();
+    for (i, f) in mat_core::data::manifest::CIFAR_FILES.iter().enumerate() {
+        write_cifar_batch(&cifar.join(f), 10_000, i * 10_000);
+    }
+    let o = Command::new(mat)
+        .args([
+            "repro",
+            "pipelines/table3.yaml",
+            "--profile",
+            "smoke-cifar10",
+            "--jobs",
+            "2",
+        ])
+        .current_dir(dir.path())
+        .env("MAT_DATA_DIR", root.join("data"))
+        .env("MAT_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("23 of 23 stages ran"), "{log}");
+    let md =
+        std::fs::read_to_string(dir.path().join("runs/table3/smoke-cifar10/table3.md")).unwrap();
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| method"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{md}");
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 10, "{row}");
+        for c in &cells[1..] {
+            let ours = c.split(" (").next().unwrap();
+            assert!(ours.parse::<f64>().is_ok(), "cell `{c}` in {row}");
+        }
+    }
+}

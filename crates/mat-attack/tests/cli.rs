@@ -335,23 +335,25 @@ fn adaptive_and_composite_attacks_run_from_the_model_file() {
     }
 }
 
-/// Every attack config the pipelines use parses, names only known keys and
-/// passes validation once a model is given.
+/// Every attack config the pipelines use (MNIST and CIFAR-10) parses, names
+/// only known keys and passes validation once a model is given.
 #[test]
 fn pipeline_attack_configs_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/attack/mnist");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/attack");
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let spec: mat_core::attacks::spec::AttackSpec =
-            mat_core::config::load(&path, &["model=m.safetensors".to_string()])
+    for dataset in ["mnist", "cifar10"] {
+        for entry in std::fs::read_dir(root.join(dataset)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let spec: mat_core::attacks::spec::AttackSpec =
+                mat_core::config::load(&path, &["model=m.safetensors".to_string()])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            spec.validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        spec.validate()
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        seen += 1;
+            seen += 1;
+        }
     }
-    assert!(seen >= 7, "found {seen} configs in {}", dir.display());
+    assert!(seen >= 10, "found {seen} configs under {}", root.display());
 }

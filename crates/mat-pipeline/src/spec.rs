@@ -126,11 +126,9 @@ fn value_text(v: &Value) -> String {
 /// items separated by spaces (the paths a report reads, say).
 fn inline_text(v: &Value) -> String {
     match v.as_sequence() {
-        Some(list) if list.iter().all(|e| !e.is_sequence() && !e.is_mapping()) => list
-            .iter()
-            .map(value_text)
-            .collect::<Vec<_>>()
-            .join(" "),
+        Some(list) if list.iter().all(|e| !e.is_sequence() && !e.is_mapping()) => {
+            list.iter().map(value_text).collect::<Vec<_>>().join(" ")
+        }
         _ => value_text(v),
     }
 }
@@ -169,9 +167,15 @@ struct Scope<'a> {
 impl<'a> Scope<'a> {
     /// The list that `s` names when it is exactly one `${params.NAME}` or
     /// `${vars.NAME}` reference to a YAML sequence.
+    /// A param may itself name a list of `vars` (`models: ${vars.models}`),
+    /// followed a few levels deep.
     fn list_ref(&self, s: &str) -> Option<&'a [Value]> {
+        self.list_ref_depth(s, 0)
+    }
+
+    fn list_ref_depth(&self, s: &str, depth: usize) -> Option<&'a [Value]> {
         let expr = s.trim().strip_prefix("${")?.strip_suffix('}')?;
-        if expr.contains("${") {
+        if expr.contains("${") || depth > 4 {
             return None;
         }
         let v = match expr.trim().split_once('.')? {
@@ -179,7 +183,10 @@ impl<'a> Scope<'a> {
             ("vars", k) => self.vars.get(k)?,
             _ => return None,
         };
-        v.as_sequence().map(Vec::as_slice)
+        match v {
+            Value::String(inner) => self.list_ref_depth(inner, depth + 1),
+            _ => v.as_sequence().map(Vec::as_slice),
+        }
     }
 
     /// A `foreach` or matrix axis: a list whose entries naming a list are

@@ -321,6 +321,7 @@ fn lists_from_params_let_a_profile_add_stages() {
         r#"
 vars:
   base: [a]
+  more: [b, c]
 params:
   extra: []
   seeds: [0]
@@ -329,7 +330,7 @@ profiles:
   small: {params: {}}
   big:
     params:
-      extra: [b, c]
+      extra: ${vars.more}
       seeds: [0, 1]
       report_deps: ["${out}/a.txt", "${out}/b.txt", "${out}/c.txt"]
 stages:

@@ -288,22 +288,29 @@ fn bad_input_is_refused_before_training() {
     }
 }
 
-/// Every training config the pipelines use parses, names only known keys
-/// and passes validation.
+/// Every training config the pipelines use (quick and paper profiles, MNIST
+/// and CIFAR-10) parses, names only known keys and passes validation.
 #[test]
 fn pipeline_train_configs_are_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/train/mnist");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/train");
+    let mut dirs = vec![root.clone()];
     let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let spec: mat_core::train::spec::TrainSpec = mat_core::config::load(&path, &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            spec.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
         }
-        let spec: mat_core::train::spec::TrainSpec = mat_core::config::load(&path, &[])
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        spec.validate()
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        seen += 1;
     }
-    assert!(seen >= 5, "found {seen} configs in {}", dir.display());
+    assert!(seen >= 14, "found {seen} configs under {}", root.display());
 }
