@@ -304,18 +304,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             repro(pipeline, &run.profile, opts)
         }
         Command::Dag { pipeline, run } => {
+            use std::io::Write as _;
+            let mut text = String::new();
             for file in mat_pipeline::pipelines_of(&pipeline)? {
                 let p = load_pipeline(&file, &run.profile)?;
-                println!("# {}", file.display());
+                text.push_str(&format!("# {}\n", file.display()));
                 for s in &p.stages {
                     if s.upstream.is_empty() {
-                        println!("{}", s.name);
+                        text.push_str(&format!("{}\n", s.name));
                     } else {
-                        println!("{} <- {}", s.name, s.upstream.join(", "));
+                        text.push_str(&format!("{} <- {}\n", s.name, s.upstream.join(", ")));
                     }
                 }
             }
-            Ok(())
+            // A closed pipe (`mat dag ... | head`) is not an error.
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
         Command::Gc => gc(),
     }

@@ -23,13 +23,101 @@ use crate::error::{Error, IoContext, Result};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPipeline {
+    /// Files whose vars, params, profiles and stages this one adds to its
+    /// own (paths relative to this file's folder); its own win.
+    #[serde(default)]
+    include: Vec<String>,
     #[serde(default)]
     vars: BTreeMap<String, Value>,
     #[serde(default)]
     params: Option<Value>,
     #[serde(default)]
     profiles: BTreeMap<String, Value>,
+    #[serde(default)]
     stages: BTreeMap<String, RawStage>,
+}
+
+/// A pipeline file with its includes folded in; each stage remembers the
+/// file (and its text) it came from, for located errors.
+struct Merged {
+    vars: BTreeMap<String, Value>,
+    params: Value,
+    profiles: BTreeMap<String, Value>,
+    stages: BTreeMap<String, (RawStage, usize)>,
+    /// (path, text) of every file read; index 0 is the pipeline itself.
+    sources: Vec<(PathBuf, String)>,
+}
+
+impl Merged {
+    fn read(path: &Path) -> Result<Self> {
+        let mut m = Merged {
+            vars: BTreeMap::new(),
+            params: Value::Mapping(Default::default()),
+            profiles: BTreeMap::new(),
+            stages: BTreeMap::new(),
+            sources: Vec::new(),
+        };
+        m.add(path, 0)?;
+        Ok(m)
+    }
+
+    /// Folds in `path`: its includes first, then its own entries over them.
+    fn add(&mut self, path: &Path, depth: usize) -> Result<()> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let raw: RawPipeline = parse_yaml(path, &text)?;
+        let index = self.sources.len();
+        self.sources.push((path.to_path_buf(), text.clone()));
+        let err = |key: &str, what: String| {
+            let (line, column) = locate(&text, key);
+            Error::Pipeline {
+                path: path.to_path_buf(),
+                line,
+                column,
+                what,
+            }
+        };
+        for inc in &raw.include {
+            let target = path.parent().unwrap_or(Path::new(".")).join(inc);
+            if depth >= 4 || self.sources.iter().any(|(p, _)| p == &target) {
+                return Err(err(
+                    "include",
+                    format!("include `{inc}`: included twice or nested more than 4 deep"),
+                ));
+            }
+            if !target.is_file() {
+                return Err(err(
+                    "include",
+                    format!("include `{inc}`: no such file ({})", target.display()),
+                ));
+            }
+            self.add(&target, depth + 1)?;
+        }
+        self.vars.extend(raw.vars);
+        if let Some(p) = &raw.params {
+            merge(&mut self.params, p);
+        }
+        for (name, over) in raw.profiles {
+            match self.profiles.get_mut(&name) {
+                Some(base) => merge(base, &over),
+                None => {
+                    self.profiles.insert(name, over);
+                }
+            }
+        }
+        for (name, stage) in raw.stages {
+            if let Some((_, from)) = self.stages.get(&name) {
+                return Err(err(
+                    &name,
+                    format!(
+                        "stage `{name}` is also defined in {}",
+                        self.sources[*from].0.display()
+                    ),
+                ));
+            }
+            self.stages.insert(name, (stage, index));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +221,37 @@ fn inline_text(v: &Value) -> String {
     }
 }
 
+/// The index of the `}` that closes a `${` whose body starts `s`, skipping
+/// nested `${...}`.
+fn closing_brace(s: &str) -> Option<usize> {
+    let mut open = 0usize;
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && b.get(i + 1) == Some(&b'{') {
+            open += 1;
+            i += 2;
+            continue;
+        }
+        if b[i] == b'}' {
+            if open == 0 {
+                return Some(i);
+            }
+            open -= 1;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `NAME` or `NAME.PATH` in the `vars` mapping.
+fn lookup_var<'a>(vars: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a Value> {
+    match key.split_once('.') {
+        None => vars.get(key),
+        Some((name, rest)) => lookup(vars.get(name)?, rest),
+    }
+}
+
 /// Looks up a dotted key in a YAML mapping.
 fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
     key.split('.').try_fold(root, |node, part| node.get(part))
@@ -180,7 +299,7 @@ impl<'a> Scope<'a> {
         }
         let v = match expr.trim().split_once('.')? {
             ("params", k) => lookup(self.params, k)?,
-            ("vars", k) => self.vars.get(k)?,
+            ("vars", k) => lookup_var(self.vars, k)?,
             _ => return None,
         };
         match v {
@@ -236,7 +355,7 @@ impl<'a> Scope<'a> {
             ("pipeline", None) => Some(self.pipeline.to_string()),
             ("item", None) => self.item.map(inline_text),
             ("item", Some(k)) => self.item.and_then(|i| lookup(i, k)).map(inline_text),
-            ("vars", Some(k)) => self.vars.get(k).map(inline_text),
+            ("vars", Some(k)) => lookup_var(self.vars, k).map(inline_text),
             ("params", Some(k)) => lookup(self.params, k).map(inline_text),
             _ => None,
         };
@@ -265,10 +384,16 @@ impl<'a> Scope<'a> {
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after
-                .find('}')
+            let end = closing_brace(after)
                 .ok_or_else(|| format!("`{s}`: `${{` without a closing `}}`"))?;
-            let value = self.resolve(&after[..end])?;
+            // A reference may hold references: `${vars.model.${item}.config}`.
+            let expr = &after[..end];
+            let expr = if expr.contains("${") {
+                self.interpolate_depth(expr, depth + 1)?
+            } else {
+                expr.to_string()
+            };
+            let value = self.resolve(&expr)?;
             out.push_str(&self.interpolate_depth(&value, depth + 1)?);
             rest = &after[end + 1..];
         }
@@ -281,22 +406,19 @@ impl Pipeline {
     /// Reads and expands `path` for `profile`; outputs go under `runs_root`
     /// (`runs/<pipeline>/<profile>`).
     pub fn load(path: &Path, profile: &str, runs_root: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let raw = Merged::read(path)?;
+        let text = raw.sources[0].1.clone();
         let err = |line: usize, column: usize, what: String| Error::Pipeline {
             path: path.to_path_buf(),
             line,
             column,
             what,
         };
-        let raw: RawPipeline = parse_yaml(path, &text)?;
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "pipeline".into());
-        let mut params = raw
-            .params
-            .clone()
-            .unwrap_or(Value::Mapping(Default::default()));
+        let mut params = raw.params.clone();
         if !raw.profiles.is_empty() || profile != "default" {
             let over = raw.profiles.get(profile).ok_or_else(|| {
                 let (l, c) = locate(&text, "profiles");
@@ -329,9 +451,15 @@ impl Pipeline {
         let out_text = out_dir.to_string_lossy().into_owned();
 
         let mut stages = Vec::new();
-        for (stage_name, rs) in &raw.stages {
-            let (line, column) = locate(&text, stage_name);
-            let fail = |what: String| err(line, column, format!("stage `{stage_name}`: {what}"));
+        for (stage_name, (rs, from)) in &raw.stages {
+            let (src_path, src_text) = &raw.sources[*from];
+            let (line, column) = locate(src_text, stage_name);
+            let fail = |what: String| Error::Pipeline {
+                path: src_path.clone(),
+                line,
+                column,
+                what: format!("stage `{stage_name}`: {what}"),
+            };
             // Lists may come from params, so they are read in the stage-less scope.
             let outer = Scope {
                 item: None,

@@ -379,6 +379,80 @@ stages:
     );
 }
 
+/// `include:` folds in another file's vars, params, profiles and stages
+/// (the including file's own values win); references nest and reach into
+/// mappings; a stage defined in both files is a located error.
+#[test]
+fn includes_share_stages_and_nested_references_pick_items() {
+    let w = Work::new();
+    std::fs::create_dir_all(w.path().join("common")).unwrap();
+    w.write(
+        "common/base.yaml",
+        r#"
+vars:
+  model:
+    small: {size: 1}
+    big: {size: 9}
+params:
+  models: []
+  factor: 2
+profiles:
+  quick: {params: {factor: 3}}
+stages:
+  make:
+    foreach: ${params.models}
+    cmd: echo $(( ${vars.model.${item}.size} * ${params.factor} )) > ${out}/${item}.txt
+    params: [factor]
+    outs: ["${out}/${item}.txt"]
+"#,
+    );
+    w.write(
+        "top.yaml",
+        r#"
+include: [common/base.yaml]
+params:
+  models: [small, big]
+stages:
+  sum:
+    cmd: cat ${out}/small.txt ${out}/big.txt > ${out}/sum.txt
+    deps: ["${out}/small.txt", "${out}/big.txt"]
+    outs: ["${out}/sum.txt"]
+"#,
+    );
+    let p = w.load("top.yaml", "quick").unwrap();
+    let names: Vec<&str> = p.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["make@big", "make@small", "sum"]);
+    w.repro("top.yaml", "quick", &w.opts());
+    assert_eq!(w.read("runs/top/quick/sum.txt"), "3\n27\n");
+
+    w.write(
+        "twice.yaml",
+        "include: [common/base.yaml]\nstages:\n  make:\n    cmd: 'true'\n",
+    );
+    let e = w.load("twice.yaml", "quick").unwrap_err().to_string();
+    assert!(
+        e.contains("twice.yaml:3:3") && e.contains("also defined in"),
+        "{e}"
+    );
+    w.write("missing.yaml", "include: [nowhere.yaml]\n");
+    let e = w.load("missing.yaml", "quick").unwrap_err().to_string();
+    assert!(
+        e.contains("missing.yaml:1:1") && e.contains("no such file"),
+        "{e}"
+    );
+    // A mistake inside the included file is located there.
+    w.write(
+        "common/bad.yaml",
+        "stages:\n  oops:\n    cmd: echo ${vars.nothing}\n",
+    );
+    w.write("usesbad.yaml", "include: [common/bad.yaml]\n");
+    let e = w.load("usesbad.yaml", "default").unwrap_err().to_string();
+    assert!(
+        e.contains("bad.yaml:2:3") && e.contains("refers to nothing"),
+        "{e}"
+    );
+}
+
 #[test]
 fn mistakes_are_located() {
     let w = Work::new();
