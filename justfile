@@ -20,8 +20,9 @@ test-robust:
 
 # Regenerate a table or figure of the paper: builds the stage programs once,
 # then runs the pipeline's stages whose inputs changed (runs/TABLE/PROFILE/).
-# TABLE: table1 ... table5, figure1, figure2, or all (profiles quick and
-# smoke; the paper profile is not written yet).
+# TABLE: table1 ... table5, figure1, figure2, or all. Profiles: quick (CPU),
+# smoke (seconds; numbers meaningless), paper (GPU: build with `--features
+# cuda` and run `mat repro` yourself, see README).
 reproduce TABLE profile="quick" *ARGS:
     cargo build --release --workspace --bins
     ./target/release/mat repro pipelines/{{TABLE}}.yaml --profile {{profile}} {{ARGS}}
