@@ -10,7 +10,9 @@
 //! that is exactly `${params.NAME}` or `${vars.NAME}` naming a list stands
 //! for that list's items, so a profile can add stages (the CIFAR-10 half of
 //! the paper profile) or remove them; inside a command such a list reads as
-//! its items separated by spaces.
+//! its items separated by spaces. References nest and reach into mappings
+//! (`${vars.model.${item}.config}`). `include:` folds other files' vars,
+//! params, profiles and stages in, the including file's own values winning.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
