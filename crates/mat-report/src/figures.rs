@@ -135,7 +135,9 @@ fn draw_curves<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FAMILY, 14))
-        .position(SeriesLabelPosition::UpperRight)
+        // Curves fall with eps from near 100%: the lower left is empty
+        // and the upper right is where the robust models end.
+        .position(SeriesLabelPosition::LowerLeft)
         .draw()
         .map_err(err)?;
     Ok(())
