@@ -164,3 +164,51 @@ stages:
         .exists();
     assert!(!alive, "stage process {} still running", stage_pid.trim());
 }
+
+/// A stage that ignores the signal the runner passes on is killed after the
+/// grace period; the runner still exits non-zero and records nothing of it.
+#[test]
+fn a_stage_ignoring_the_signal_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("stubborn.yaml"),
+        r#"
+profiles:
+  quick: {params: {}}
+stages:
+  stubborn:
+    cmd: trap '' TERM; echo half > ${out}/s.txt; echo $$ > pid.txt; sleep 120; echo rest >> ${out}/s.txt
+    outs: ["${out}/s.txt"]
+"#,
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mat"))
+        .args(["repro", "stubborn.yaml"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !d.join("pid.txt").exists() {
+        assert!(start.elapsed().as_secs() < 30, "the stage never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(d.join("pid.txt")).unwrap();
+    let sent = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let waited = sent.elapsed().as_secs_f64();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        (9.0..40.0).contains(&waited),
+        "exited {waited:.1} s after the signal"
+    );
+    assert!(!d.join("runs/stubborn/quick/s.txt").exists());
+    assert!(!std::path::Path::new("/proc").join(pid.trim()).exists());
+}

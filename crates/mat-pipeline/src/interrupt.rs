@@ -1,7 +1,8 @@
 //! SIGINT, SIGTERM and SIGHUP for `mat repro`: the runner stops starting
 //! stages, passes the signal on to the stages running (each runs in its own
-//! process group, so its whole process tree gets it), waits for them, removes
-//! what they left of their outputs and records nothing for them.
+//! process group, so its whole process tree gets it), waits for them (a
+//! group still running 10 s later is killed), removes what they left of
+//! their outputs and records nothing for them.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 

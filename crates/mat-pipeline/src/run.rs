@@ -214,6 +214,10 @@ fn reason(
     Ok(None)
 }
 
+/// How long a stage may take to exit after the runner passed a signal on,
+/// before its process group is killed.
+const KILL_AFTER: Duration = Duration::from_secs(10);
+
 /// Runs one stage's command; on failure removes whatever it left of its
 /// outputs.
 fn execute(stage: &Stage, workdir: &Path, log_dir: &Path) -> Result<()> {
@@ -240,17 +244,25 @@ fn execute(stage: &Stage, workdir: &Path, log_dir: &Path) -> Result<()> {
         .process_group(0)
         .spawn()
         .at(Path::new("bash"))?;
-    let mut forwarded = None;
+    let mut forwarded: Option<(i32, std::time::Instant)> = None;
     let status = loop {
         if let Some(st) = child.try_wait().at(Path::new("bash"))? {
             break st;
         }
-        if let (None, Some(sig)) = (forwarded, interrupt::received()) {
-            interrupt::signal_group(child.id(), sig);
-            forwarded = Some(sig);
+        match (forwarded, interrupt::received()) {
+            (None, Some(sig)) => {
+                interrupt::signal_group(child.id(), sig);
+                forwarded = Some((sig, std::time::Instant::now()));
+            }
+            // A stage that ignores the signal is killed after a grace period.
+            (Some((_, at)), _) if at.elapsed() > KILL_AFTER => {
+                interrupt::signal_group(child.id(), libc::SIGKILL);
+            }
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let forwarded = forwarded.map(|(sig, _)| sig);
     let interrupted = forwarded.or_else(interrupt::received);
     let missing: Vec<&PathBuf> = stage
         .outs
