@@ -95,6 +95,34 @@ stages:
     );
 }
 
+/// Runs `mat repro FILE` in `d`, waits until its stage has written
+/// `pid.txt` (its shell's pid), sends SIGTERM to the runner alone, and
+/// returns the runner's output, the stage shell's pid and the seconds from
+/// the signal to the runner's exit.
+fn repro_then_sigterm(d: &std::path::Path, file: &str) -> (Output, String, f64) {
+    let child = Command::new(env!("CARGO_BIN_EXE_mat"))
+        .args(["repro", file])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !d.join("pid.txt").exists() {
+        assert!(start.elapsed().as_secs() < 30, "the stage never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(d.join("pid.txt")).unwrap();
+    let sent = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    (out, pid.trim().to_string(), sent.elapsed().as_secs_f64())
+}
+
 /// SIGTERM to `mat repro` alone (not its process group): the stage running
 /// gets it too, its half-written output is removed, nothing of it is in the
 /// lock file, the stage after it never starts, and the runner exits non-zero.
@@ -122,34 +150,10 @@ stages:
 "#,
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mat"))
-        .args(["repro", "stop.yaml"])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !d.join("pid.txt").exists() {
-        assert!(
-            start.elapsed().as_secs() < 30,
-            "the slow stage never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let stage_pid = std::fs::read_to_string(d.join("pid.txt")).unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    let (out, pid, waited) = repro_then_sigterm(d, "stop.yaml");
     let msg = text(&out);
     assert!(!out.status.success(), "{msg}");
-    assert!(
-        start.elapsed().as_secs() < 30,
-        "the runner waited for the stage to finish"
-    );
+    assert!(waited < 5.0, "the runner took {waited:.1} s to stop");
     assert!(msg.contains("stopped by SIGTERM"), "{msg}");
     let run = d.join("runs/stop/quick");
     assert!(run.join("first.txt").exists());
@@ -159,10 +163,8 @@ stages:
     assert!(lock.contains("first"), "{lock}");
     assert!(!lock.contains("slow"), "{lock}");
     // The stage's shell is gone, not orphaned.
-    let alive = std::path::Path::new("/proc")
-        .join(stage_pid.trim())
-        .exists();
-    assert!(!alive, "stage process {} still running", stage_pid.trim());
+    let alive = std::path::Path::new("/proc").join(&pid).exists();
+    assert!(!alive, "stage process {pid} still running");
 }
 
 /// A stage that ignores the signal the runner passes on is killed after the
@@ -183,32 +185,12 @@ stages:
 "#,
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mat"))
-        .args(["repro", "stubborn.yaml"])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !d.join("pid.txt").exists() {
-        assert!(start.elapsed().as_secs() < 30, "the stage never started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let pid = std::fs::read_to_string(d.join("pid.txt")).unwrap();
-    let sent = std::time::Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
-    let waited = sent.elapsed().as_secs_f64();
+    let (out, pid, waited) = repro_then_sigterm(d, "stubborn.yaml");
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         (9.0..40.0).contains(&waited),
         "exited {waited:.1} s after the signal"
     );
     assert!(!d.join("runs/stubborn/quick/s.txt").exists());
-    assert!(!std::path::Path::new("/proc").join(pid.trim()).exists());
+    assert!(!std::path::Path::new("/proc").join(&pid).exists());
 }
