@@ -13,11 +13,12 @@
 //! builds each image's columns once; a gradient nobody asked for (the
 //! weights' during an attack, when they are not variables) is skipped.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::f32_slice;
 use super::gemm::{sgemm, Mat};
+use super::relu::mask_by_output;
+use super::{f32_slice, zeroed};
 
 /// Stride and symmetric zero padding; dilation 1, one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +142,24 @@ fn for_each_segment(g: &Geom, mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
+/// `dst[i] = src[i]` (`ADD`: `dst[i] += src[i]`) for the short segments
+/// of im2col and col2im (an output row, 8 to 26 floats in SmallCNN), eight
+/// lanes at a time: `copy_from_slice` calls `memmove`, whose call and size
+/// dispatch cost more than the copy at these lengths.
+#[inline(always)]
+fn row_segment<const ADD: bool>(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d = if ADD { *d + s } else { *s };
+        }
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = if ADD { *d + s } else { *s };
+    }
+}
+
 /// Fills `cols` (`[K, P]`) from one image `x` (`[C, H, W]`).
 fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
     // Without padding every entry is written below; with it the holes must be 0.
@@ -150,7 +169,7 @@ fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
     let s = g.stride;
     for_each_segment(g, |dst, src, len| {
         if s == 1 {
-            cols[dst..dst + len].copy_from_slice(&x[src..src + len]);
+            row_segment::<false>(&mut cols[dst..dst + len], &x[src..src + len]);
         } else {
             for (i, d) in cols[dst..dst + len].iter_mut().enumerate() {
                 *d = x[src + i * s];
@@ -164,9 +183,7 @@ fn col2im(g: &Geom, cols: &[f32], dx: &mut [f32]) {
     let s = g.stride;
     for_each_segment(g, |src, dst, len| {
         if s == 1 {
-            for (d, v) in dx[dst..dst + len].iter_mut().zip(&cols[src..src + len]) {
-                *d += v;
-            }
+            row_segment::<true>(&mut dx[dst..dst + len], &cols[src..src + len]);
         } else {
             for (i, v) in cols[src..src + len].iter().enumerate() {
                 dx[dst + i * s] += v;
@@ -248,11 +265,14 @@ impl CustomOp3 for Conv2dOp {
             candle_core::bail!("conv2d: bias has {} elements, expected {}", b.len(), g.oc)
         }
         let (k, p) = (g.k(), g.p());
-        let mut y = vec![0f32; g.n * g.out_len()];
+        let len = g.n * g.out_len();
+        let mut y = Vec::with_capacity(len);
         let per = chunk(g.n);
-        y.par_chunks_mut(g.out_len() * per)
+        y.spare_capacity_mut()[..len]
+            .par_chunks_mut(g.out_len() * per)
             .zip(x.par_chunks(g.in_len() * per))
             .for_each(|(ys, xs)| {
+                let ys = zeroed(ys);
                 with_cols(k * p, |cols| {
                     for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
                         // Start from the bias and accumulate the product onto it.
@@ -267,6 +287,8 @@ impl CustomOp3 for Conv2dOp {
                     }
                 })
             });
+        // SAFETY: every chunk went through `zeroed`.
+        unsafe { y.set_len(len) };
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))))
     }
 
@@ -278,19 +300,17 @@ impl CustomOp3 for Conv2dOp {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // Through the fused ReLU first: y > 0 exactly where the pre-activation is.
-        let dy = if self.relu {
-            super::relu::relu_backward(y, dy)?
-        } else {
-            dy.contiguous()?
-        };
         let op = Conv2dBwd {
             params: self.params,
             want_dx: x.track_op(),
             want_dw: w.track_op(),
             want_db: b.track_op(),
+            // Through the fused ReLU, image by image inside the backward
+            // (y > 0 exactly where the pre-activation is): a separate masked
+            // copy of dy would be one more pass over the largest tensors.
+            relu_out: self.relu.then(|| y.clone()),
         };
-        let flat = x.apply_op3_no_bwd(w, &dy, &op)?;
+        let flat = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
         let mut at = 0;
         let mut take = |want: bool, like: &Tensor| -> candle_core::Result<Option<Tensor>> {
             if !want {
@@ -317,6 +337,9 @@ struct Conv2dBwd {
     want_dx: bool,
     want_dw: bool,
     want_db: bool,
+    /// The forward output of a conv fused with ReLU: the output gradient is
+    /// masked by `relu_out > 0` first.
+    relu_out: Option<Tensor>,
 }
 
 impl CustomOp3 for Conv2dBwd {
@@ -346,16 +369,29 @@ impl CustomOp3 for Conv2dBwd {
                 g.n * g.out_len()
             )
         }
+        let relu_out = self.relu_out.as_ref().map(|t| t.storage_and_layout());
+        let mask = match &relu_out {
+            Some((storage, layout)) => match &**storage {
+                Storage::Cpu(s) => Some(f32_slice(s, layout, "relu output")?),
+                _ => candle_core::bail!("conv2d backward: relu output is not on the CPU"),
+            },
+            None => None,
+        };
+        if mask.is_some_and(|m| m.len() != dy.len()) {
+            candle_core::bail!("conv2d backward: relu output and gradient differ in size")
+        }
         let (k, p) = (g.k(), g.p());
         let nx = if self.want_dx { g.n * g.in_len() } else { 0 };
         let nw = if self.want_dw { g.oc * k } else { 0 };
         let nb = if self.want_db { g.oc } else { 0 };
-        let mut out = vec![0f32; nx + nw + nb];
-        let (dx, rest) = out.split_at_mut(nx);
+        let mut out = Vec::with_capacity(nx + nw + nb);
+        let (dx, rest) = out.spare_capacity_mut()[..nx + nw + nb].split_at_mut(nx);
         let (dw, db) = rest.split_at_mut(nw);
+        let (dw, db) = (zeroed(dw), zeroed(db));
         let per = chunk(g.n);
-        // One task per chunk of images; each returns its partial weight gradient.
-        let tasks: Vec<(usize, Option<&mut [f32]>)> = if self.want_dx {
+        // One task per chunk of images; each returns its partial weight
+        // gradient and zeroes its part of dx itself.
+        let tasks: Vec<(usize, Option<_>)> = if self.want_dx {
             dx.chunks_mut(g.in_len() * per)
                 .enumerate()
                 .map(|(i, d)| (i, Some(d)))
@@ -363,15 +399,25 @@ impl CustomOp3 for Conv2dBwd {
         } else {
             (0..g.n.div_ceil(per)).map(|i| (i, None)).collect()
         };
+        let ol = g.out_len();
         let partials: Vec<(Vec<f32>, Vec<f32>)> = tasks
             .into_par_iter()
-            .map(|(t, mut dx_chunk)| {
-                with_cols(k * p, |cols| {
+            .map(|(t, dx_chunk)| {
+                let mut dx_chunk = dx_chunk.map(zeroed);
+                with_cols(k * p + ol, |buf| {
+                    let (cols, masked) = buf.split_at_mut(k * p);
                     let mut dw_acc = vec![0f32; nw];
                     let mut db_acc = vec![0f32; nb];
                     let first = t * per;
                     for i in first..(first + per).min(g.n) {
-                        let dy_i = &dy[i * g.out_len()..(i + 1) * g.out_len()];
+                        let dy_i = &dy[i * ol..(i + 1) * ol];
+                        let dy_i: &[f32] = match mask {
+                            Some(m) => {
+                                mask_by_output(&m[i * ol..(i + 1) * ol], dy_i, masked);
+                                masked
+                            }
+                            None => dy_i,
+                        };
                         for (acc, row) in db_acc.iter_mut().zip(dy_i.chunks(p)) {
                             *acc += lane_sum(row);
                         }
@@ -424,6 +470,9 @@ impl CustomOp3 for Conv2dBwd {
                 }
             }
         }
+        drop(relu_out);
+        // SAFETY: dw and db were zeroed above, and every chunk of dx by its task.
+        unsafe { out.set_len(nx + nw + nb) };
         Ok((CpuStorage::F32(out), Shape::from(nx + nw + nb)))
     }
 }

@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::f32_slice;
+use super::{f32_slice, zeroed};
 
 #[derive(Clone, Copy)]
 struct Pool {
@@ -105,10 +105,12 @@ impl CustomOp1 for Pool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (planes, h, w, oh, ow) = self.dims(l)?;
         let x = f32_slice(s, l, "max_pool2d input")?;
-        let mut y = vec![0f32; planes * oh * ow];
-        y.par_chunks_mut(oh * ow)
+        let mut y = Vec::with_capacity(planes * oh * ow);
+        y.spare_capacity_mut()[..planes * oh * ow]
+            .par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
             .for_each(|(y, x)| {
+                let y = zeroed(y);
                 if self.k == 2 {
                     for (oy, y_row) in y.chunks_exact_mut(ow).enumerate() {
                         let rows = &x[2 * oy * w..];
@@ -122,6 +124,8 @@ impl CustomOp1 for Pool {
                     }
                 }
             });
+        // SAFETY: every plane went through `zeroed`.
+        unsafe { y.set_len(planes * oh * ow) };
         let d = l.dims();
         Ok((CpuStorage::F32(y), Shape::from((d[0], d[1], oh, ow))))
     }
@@ -159,10 +163,12 @@ impl CustomOp2 for PoolBwd {
                 planes * oh * ow
             )
         }
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(h * w)
+        let mut dx = Vec::with_capacity(x.len());
+        dx.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
             .for_each(|(dx, (x, dy))| {
+                let dx = zeroed(dx);
                 if self.0.k == 2 {
                     // Rows and columns that floor mode drops keep their 0.
                     for (oy, dy_row) in dy.chunks_exact(ow).enumerate() {
@@ -184,6 +190,8 @@ impl CustomOp2 for PoolBwd {
                     }
                 }
             });
+        // SAFETY: every plane went through `zeroed`.
+        unsafe { dx.set_len(x.len()) };
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

@@ -7,6 +7,8 @@ pub mod gemm;
 pub mod max_pool;
 pub mod relu;
 
+use std::mem::MaybeUninit;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout};
 
@@ -27,4 +29,18 @@ pub(crate) fn f32_slice<'a>(
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("{what} must be contiguous"),
     }
+}
+
+/// Zeroes `part` of a buffer's spare capacity and returns it as floats.
+///
+/// Kernels allocate their outputs with `Vec::with_capacity` and let each
+/// parallel task zero its own part just before writing it, in its core's
+/// cache: `vec![0.0; len]` zeroes the whole buffer on the calling thread
+/// first, a serial pass over every activation and gradient while the other
+/// cores wait. The caller sets the length once every part went through here.
+pub(crate) fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    part.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written, and MaybeUninit<f32> has the
+    // layout of f32.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::f32_slice;
+use super::{f32_slice, zeroed};
 
 /// Elements per rayon task: large enough to amortise the task.
 const CHUNK: usize = 1 << 16;
@@ -18,14 +18,17 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "relu input")?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
+        let mut y = Vec::with_capacity(x.len());
+        y.spare_capacity_mut()[..x.len()]
+            .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
+                for (y, &x) in zeroed(y).iter_mut().zip(x) {
                     *y = x.max(0.0);
                 }
             });
+        // SAFETY: every chunk went through `zeroed`.
+        unsafe { y.set_len(x.len()) };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -55,15 +58,22 @@ impl CustomOp2 for ReluBwd {
         if y.len() != dy.len() {
             candle_core::bail!("relu backward: {} outputs, {} gradients", y.len(), dy.len())
         }
-        let mut dx = vec![0f32; y.len()];
-        dx.par_chunks_mut(CHUNK)
+        let mut dx = Vec::with_capacity(y.len());
+        dx.spare_capacity_mut()[..y.len()]
+            .par_chunks_mut(CHUNK)
             .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-            .for_each(|(dx, (y, dy))| {
-                for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-                    *dx = if y > 0.0 { dy } else { 0.0 };
-                }
-            });
+            .for_each(|(dx, (y, dy))| mask_by_output(y, dy, zeroed(dx)));
+        // SAFETY: every chunk went through `zeroed`.
+        unsafe { dx.set_len(y.len()) };
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// `dx = dy · [y > 0]`, elementwise.
+#[inline]
+pub(crate) fn mask_by_output(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+        *dx = if y > 0.0 { dy } else { 0.0 };
     }
 }
 
