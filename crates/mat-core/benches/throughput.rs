@@ -201,15 +201,27 @@ fn run_cmd(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The CPU's model name and its widest vector extension: machines sold
+/// under one name (an "AMD EPYC" with and without AVX-512) differ by 2x
+/// here, for PyTorch too.
 fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let simd = if has("avx512f") {
+        "AVX-512"
+    } else if has("avx2") {
+        "AVX2, no AVX-512"
+    } else {
+        "no AVX2"
+    };
+    format!("{model} ({simd})")
 }
 
 struct Torch {
