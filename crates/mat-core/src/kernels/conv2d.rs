@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, Mat};
 use super::relu::mask_by_output;
-use super::{f32_slice, zeroed};
+use super::{f32_slice, par_buffer, zeroed};
 
 /// Stride and symmetric zero padding; dilation 1, one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,30 +265,23 @@ impl CustomOp3 for Conv2dOp {
             candle_core::bail!("conv2d: bias has {} elements, expected {}", b.len(), g.oc)
         }
         let (k, p) = (g.k(), g.p());
-        let len = g.n * g.out_len();
-        let mut y = Vec::with_capacity(len);
         let per = chunk(g.n);
-        y.spare_capacity_mut()[..len]
-            .par_chunks_mut(g.out_len() * per)
-            .zip(x.par_chunks(g.in_len() * per))
-            .for_each(|(ys, xs)| {
-                let ys = zeroed(ys);
-                with_cols(k * p, |cols| {
-                    for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
-                        // Start from the bias and accumulate the product onto it.
-                        for (row, &bo) in y_n.chunks_mut(p).zip(b) {
-                            row.fill(bo);
-                        }
-                        im2col(&g, x_n, cols);
-                        sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(cols, p), y_n, true);
-                        if self.relu {
-                            y_n.iter_mut().for_each(|v| *v = v.max(0.0));
-                        }
+        let y = par_buffer(g.n * g.out_len(), g.out_len() * per, |t, ys| {
+            let xs = &x[t * per * g.in_len()..];
+            with_cols(k * p, |cols| {
+                for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
+                    // Start from the bias and accumulate the product onto it.
+                    for (row, &bo) in y_n.chunks_mut(p).zip(b) {
+                        row.fill(bo);
                     }
-                })
-            });
-        // SAFETY: every chunk went through `zeroed`.
-        unsafe { y.set_len(len) };
+                    im2col(&g, x_n, cols);
+                    sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(cols, p), y_n, true);
+                    if self.relu {
+                        y_n.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                }
+            })
+        });
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))))
     }
 

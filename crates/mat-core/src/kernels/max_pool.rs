@@ -7,9 +7,8 @@
 //! among tied maxima.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::{f32_slice, zeroed};
+use super::{f32_slice, par_buffer};
 
 #[derive(Clone, Copy)]
 struct Pool {
@@ -105,27 +104,21 @@ impl CustomOp1 for Pool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (planes, h, w, oh, ow) = self.dims(l)?;
         let x = f32_slice(s, l, "max_pool2d input")?;
-        let mut y = Vec::with_capacity(planes * oh * ow);
-        y.spare_capacity_mut()[..planes * oh * ow]
-            .par_chunks_mut(oh * ow)
-            .zip(x.par_chunks(h * w))
-            .for_each(|(y, x)| {
-                let y = zeroed(y);
-                if self.k == 2 {
-                    for (oy, y_row) in y.chunks_exact_mut(ow).enumerate() {
-                        let rows = &x[2 * oy * w..];
-                        pool2_row(&rows[..2 * ow], &rows[w..w + 2 * ow], y_row);
-                    }
-                    return;
+        let y = par_buffer(planes * oh * ow, oh * ow, |i, y| {
+            let x = &x[i * h * w..(i + 1) * h * w];
+            if self.k == 2 {
+                for (oy, y_row) in y.chunks_exact_mut(ow).enumerate() {
+                    let rows = &x[2 * oy * w..];
+                    pool2_row(&rows[..2 * ow], &rows[w..w + 2 * ow], y_row);
                 }
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        y[oy * ow + ox] = x[self.argmax(x, w, oy, ox)];
-                    }
+                return;
+            }
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    y[oy * ow + ox] = x[self.argmax(x, w, oy, ox)];
                 }
-            });
-        // SAFETY: every plane went through `zeroed`.
-        unsafe { y.set_len(planes * oh * ow) };
+            }
+        });
         let d = l.dims();
         Ok((CpuStorage::F32(y), Shape::from((d[0], d[1], oh, ow))))
     }
@@ -163,35 +156,30 @@ impl CustomOp2 for PoolBwd {
                 planes * oh * ow
             )
         }
-        let mut dx = Vec::with_capacity(x.len());
-        dx.spare_capacity_mut()[..x.len()]
-            .par_chunks_mut(h * w)
-            .zip(x.par_chunks(h * w).zip(dy.par_chunks(oh * ow)))
-            .for_each(|(dx, (x, dy))| {
-                let dx = zeroed(dx);
-                if self.0.k == 2 {
-                    // Rows and columns that floor mode drops keep their 0.
-                    for (oy, dy_row) in dy.chunks_exact(ow).enumerate() {
-                        let rows = &x[2 * oy * w..];
-                        let (dtop, dbottom) = dx[2 * oy * w..].split_at_mut(w);
-                        pool2_row_bwd(
-                            &rows[..2 * ow],
-                            &rows[w..w + 2 * ow],
-                            dy_row,
-                            &mut dtop[..2 * ow],
-                            &mut dbottom[..2 * ow],
-                        );
-                    }
-                    return;
+        let dx = par_buffer(x.len(), h * w, |i, dx| {
+            let x = &x[i * h * w..(i + 1) * h * w];
+            let dy = &dy[i * oh * ow..(i + 1) * oh * ow];
+            if self.0.k == 2 {
+                // Rows and columns that floor mode drops keep their 0.
+                for (oy, dy_row) in dy.chunks_exact(ow).enumerate() {
+                    let rows = &x[2 * oy * w..];
+                    let (dtop, dbottom) = dx[2 * oy * w..].split_at_mut(w);
+                    pool2_row_bwd(
+                        &rows[..2 * ow],
+                        &rows[w..w + 2 * ow],
+                        dy_row,
+                        &mut dtop[..2 * ow],
+                        &mut dbottom[..2 * ow],
+                    );
                 }
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        dx[self.0.argmax(x, w, oy, ox)] += dy[oy * ow + ox];
-                    }
+                return;
+            }
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    dx[self.0.argmax(x, w, oy, ox)] += dy[oy * ow + ox];
                 }
-            });
-        // SAFETY: every plane went through `zeroed`.
-        unsafe { dx.set_len(x.len()) };
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

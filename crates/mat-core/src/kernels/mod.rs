@@ -11,6 +11,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout};
+use rayon::prelude::*;
 
 pub use conv2d::{conv2d, conv2d_relu};
 pub use max_pool::max_pool2d;
@@ -31,13 +32,31 @@ pub(crate) fn f32_slice<'a>(
     }
 }
 
-/// Zeroes `part` of a buffer's spare capacity and returns it as floats.
+/// A buffer of `len` floats filled in parallel: `fill(i, part)` gets the
+/// `i`-th part of `chunk` elements (the last may be shorter), zeroed.
 ///
-/// Kernels allocate their outputs with `Vec::with_capacity` and let each
-/// parallel task zero its own part just before writing it, in its core's
+/// Each task zeroes its own part just before writing it, in its core's
 /// cache: `vec![0.0; len]` zeroes the whole buffer on the calling thread
 /// first, a serial pass over every activation and gradient while the other
-/// cores wait. The caller sets the length once every part went through here.
+/// cores wait.
+pub(crate) fn par_buffer(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let mut buf = Vec::with_capacity(len);
+    buf.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, part)| fill(i, zeroed(part)));
+    // SAFETY: every part went through `zeroed`.
+    unsafe { buf.set_len(len) };
+    buf
+}
+
+/// Zeroes `part` of a buffer's spare capacity and returns it as floats
+/// (see [`par_buffer`]); the caller sets the length once every part went
+/// through here.
 pub(crate) fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     part.fill(MaybeUninit::new(0.0));
     // SAFETY: every element was just written, and MaybeUninit<f32> has the

@@ -2,9 +2,8 @@
 //! builds the mask through a comparison, a cast and a multiplication.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::{f32_slice, zeroed};
+use super::{f32_slice, par_buffer};
 
 /// Elements per rayon task: large enough to amortise the task.
 const CHUNK: usize = 1 << 16;
@@ -18,17 +17,11 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "relu input")?;
-        let mut y = Vec::with_capacity(x.len());
-        y.spare_capacity_mut()[..x.len()]
-            .par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                for (y, &x) in zeroed(y).iter_mut().zip(x) {
-                    *y = x.max(0.0);
-                }
-            });
-        // SAFETY: every chunk went through `zeroed`.
-        unsafe { y.set_len(x.len()) };
+        let y = par_buffer(x.len(), CHUNK, |i, y| {
+            for (y, &x) in y.iter_mut().zip(&x[i * CHUNK..]) {
+                *y = x.max(0.0);
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -58,13 +51,9 @@ impl CustomOp2 for ReluBwd {
         if y.len() != dy.len() {
             candle_core::bail!("relu backward: {} outputs, {} gradients", y.len(), dy.len())
         }
-        let mut dx = Vec::with_capacity(y.len());
-        dx.spare_capacity_mut()[..y.len()]
-            .par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-            .for_each(|(dx, (y, dy))| mask_by_output(y, dy, zeroed(dx)));
-        // SAFETY: every chunk went through `zeroed`.
-        unsafe { dx.set_len(y.len()) };
+        let dx = par_buffer(y.len(), CHUNK, |i, dx| {
+            mask_by_output(&y[i * CHUNK..], &dy[i * CHUNK..], dx)
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
