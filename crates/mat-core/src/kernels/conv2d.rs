@@ -463,7 +463,6 @@ impl CustomOp3 for Conv2dBwd {
                 }
             }
         }
-        drop(relu_out);
         // SAFETY: dw and db were zeroed above, and every chunk of dx by its task.
         unsafe { out.set_len(nx + nw + nb) };
         Ok((CpuStorage::F32(out), Shape::from(nx + nw + nb)))
