@@ -207,6 +207,50 @@ fn every_attack_stays_in_its_ball_and_in_the_unit_box() {
     );
 }
 
+/// Issue 13.6: `--eps 0` panicked in the RNG ("cannot sample empty range")
+/// for PGD, APGD, the composite and the adaptive attack, and `--eps 1e308`
+/// too. eps 0 is a legal budget: the adversarial point is the clean one;
+/// a budget past the unit box is the whole box.
+#[test]
+fn eps_zero_and_eps_past_the_box_are_budgets_not_panics() {
+    let (ds, _c) = mnist_10k();
+    let store = ParamStore::new(1);
+    let model = small_cnn(Output::Features(10), 1, store.var_builder(&Device::Cpu)).unwrap();
+    let logits = CenterHead {
+        phi: |x: &Tensor| model.forward_t(x, false),
+        centers: centers(),
+    };
+    let test = ds.test.subset(Some(16), Some(0)).unwrap();
+    let clean = test.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (attack, _) in registry().into_iter().filter(|(a, _)| !a.minimum_norm()) {
+        let run = |eps: f64| {
+            run_attack(
+                attack.as_ref(),
+                &logits,
+                &test.images,
+                &test.labels,
+                eps,
+                &mut SeededRng::new(0),
+            )
+            .unwrap_or_else(|e| panic!("{} at eps {eps}: {e}", attack.name()))
+        };
+        let zero = run(0.0);
+        assert_eq!(zero.adv_pred, zero.clean_pred, "{}", attack.name());
+        assert!(
+            zero.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap() == clean,
+            "{} moved a point at eps 0",
+            attack.name()
+        );
+        let huge = run(1e308);
+        let px = huge.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            px.iter().all(|v| (0.0..=1.0).contains(v)),
+            "{} at eps 1e308 left [0, 1]",
+            attack.name()
+        );
+    }
+}
+
 /// On a tiny linear model the input gradient of the summed cross-entropy
 /// equals central finite differences of the same loss computed in f64.
 #[test]

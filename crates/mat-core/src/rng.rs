@@ -53,8 +53,13 @@ impl SeededRng {
         self.rng.random()
     }
 
-    /// Uniform in `[lo, hi)`.
+    /// Uniform in `[lo, hi)`; all `lo` when the range is empty (an eps-ball
+    /// of radius 0 is the point itself, a legal budget). Draws nothing
+    /// then, so the stream stays where it was.
     pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
+            return vec![lo; n];
+        }
         (0..n).map(|_| self.rng.random_range(lo..hi)).collect()
     }
 

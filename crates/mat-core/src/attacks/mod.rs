@@ -180,9 +180,22 @@ pub fn run_attack(
     let eps = if attack.minimum_norm() {
         f64::INFINITY
     } else {
-        eps
+        // Pixels lie in [0, 1]: an L∞ budget above 1, or an L2 budget above
+        // the box's diagonal, reaches every image and is the same attack as
+        // that bound (and stays representable in f32).
+        let dims = x.elem_count() / x.dim(0)?.max(1);
+        let reach = match attack.norm() {
+            Norm::Linf => 1.0,
+            Norm::L2 => (dims as f64).sqrt(),
+        };
+        eps.min(reach)
     };
-    let proposal = attack.propose(model, x, y, eps, rng)?;
+    // eps 0: the ball is the point; robust accuracy equals clean accuracy.
+    let proposal = if eps == 0.0 {
+        x.clone()
+    } else {
+        attack.propose(model, x, y, eps, rng)?
+    };
     let adv = project(x, &proposal, eps, attack.norm())?;
     let pred = |t: &Tensor| -> candle_core::Result<Vec<u32>> {
         model.logits(t)?.argmax(D::Minus1)?.to_vec1::<u32>()
