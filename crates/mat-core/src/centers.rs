@@ -44,6 +44,16 @@ pub fn mmd_centers(classes: usize, dim: usize, norm: f64) -> Result<Vec<Vec<f64>
             "the center norm C must be a positive number, got {norm}"
         )));
     }
+    // L·D f64 rows plus their f32 copy, checked before any allocation.
+    let need = (classes as u128) * (dim as u128) * 12;
+    let have = crate::analysis::run::available_memory().map_or(u64::MAX as u128, u128::from);
+    if need > have || need > isize::MAX as u128 {
+        return Err(Error::Invalid(format!(
+            "{classes} centers of dimension {dim} need {:.1} GB, this machine has {:.1} GB available; lower --classes or --dim",
+            need as f64 / 1e9,
+            have as f64 / 1e9
+        )));
+    }
     let l = classes as f64;
     let mut mu = vec![vec![0f64; dim]; classes];
     mu[0][0] = 1.0;

@@ -12,10 +12,22 @@ use serde_yaml::{Mapping, Value};
 use crate::error::IoContext;
 use crate::{Error, Result};
 
+// The same limits as pipeline files (one source file, compiled into both).
+#[path = "../../mat-pipeline/src/yaml_limits.rs"]
+mod yaml_limits;
+
 /// Reads `path` into `T`, then applies each `key.path=value` of `sets`
 /// (the value is YAML: `0.5`, `true`, `[10, 20]`, `null`, `text`).
 pub fn load<T: DeserializeOwned>(path: &Path, sets: &[String]) -> Result<T> {
     let text = std::fs::read_to_string(path).at(path)?;
+    if let Some((line, column, what)) = yaml_limits::yaml_too_large(&text) {
+        return Err(Error::Yaml {
+            path: path.to_path_buf(),
+            line,
+            column,
+            what,
+        });
+    }
     let located = |e: serde_yaml::Error| {
         let (line, column) = e
             .location()

@@ -87,6 +87,143 @@ impl Columns {
     }
 }
 
+/// Metadata key of the content checksum: blake3 over the metadata and
+/// every value, as decoded. The Parquet writer we use writes no page CRCs,
+/// so this is what catches a flipped bit in data that still decodes.
+pub const CONTENT_HASH: &str = "content_blake3";
+
+/// Feeds the metadata (sorted, without the checksum itself) to `h`.
+fn hash_metadata(h: &mut blake3::Hasher, metadata: &Metadata) {
+    for (k, v) in metadata {
+        if k != CONTENT_HASH && k != "ARROW:schema" {
+            for part in [k.as_bytes(), b"\0", v.as_bytes(), b"\0"] {
+                h.update(part);
+            }
+        }
+    }
+}
+
+/// The content checksum, fed batch by batch: one hash per column over its
+/// name, type and values (so neither the row groups a file was written in
+/// nor the batches a reader returns change it), then one over the metadata
+/// and the column hashes.
+struct ContentHash {
+    columns: Vec<blake3::Hasher>,
+}
+
+impl ContentHash {
+    /// Starts from the schema, so a table of no rows has a checksum too.
+    fn new(schema: &Schema) -> Self {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let mut h = blake3::Hasher::new();
+                h.update(format!("{}\0{}\0", field.name(), field.data_type()).as_bytes());
+                h
+            })
+            .collect();
+        Self { columns }
+    }
+
+    fn add(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
+        let schema = batch.schema();
+        if self.columns.len() != batch.num_columns() {
+            return Err("a batch with another number of columns".into());
+        }
+        for (h, (field, col)) in self
+            .columns
+            .iter_mut()
+            .zip(schema.fields().iter().zip(batch.columns()))
+        {
+            if col.null_count() > 0 {
+                return Err(format!("column `{}` holds nulls", field.name()));
+            }
+            hash_values(h, field.name(), col)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&self, metadata: &Metadata) -> String {
+        let mut h = blake3::Hasher::new();
+        hash_metadata(&mut h, metadata);
+        for c in &self.columns {
+            h.update(c.finalize().as_bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+}
+
+/// Feeds a column's values to `h`, in an encoding that does not depend on
+/// how the arrays are laid out in memory.
+fn hash_values(
+    h: &mut blake3::Hasher,
+    name: &str,
+    col: &ArrayRef,
+) -> std::result::Result<(), String> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float32Type, Float64Type, Int64Type, UInt32Type};
+    {
+        match col.data_type() {
+            DataType::UInt32 => col
+                .as_primitive::<UInt32Type>()
+                .values()
+                .iter()
+                .for_each(|v| {
+                    h.update(&v.to_le_bytes());
+                }),
+            DataType::Int64 => col
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .for_each(|v| {
+                    h.update(&v.to_le_bytes());
+                }),
+            DataType::Float32 => col
+                .as_primitive::<Float32Type>()
+                .values()
+                .iter()
+                .for_each(|v| {
+                    h.update(&v.to_bits().to_le_bytes());
+                }),
+            DataType::Float64 => col
+                .as_primitive::<Float64Type>()
+                .values()
+                .iter()
+                .for_each(|v| {
+                    h.update(&v.to_bits().to_le_bytes());
+                }),
+            DataType::Boolean => col.as_boolean().values().iter().for_each(|v| {
+                h.update(&[u8::from(v)]);
+            }),
+            DataType::Utf8 => col.as_string::<i32>().iter().for_each(|v| {
+                let v = v.unwrap_or_default();
+                h.update(&(v.len() as u64).to_le_bytes());
+                h.update(v.as_bytes());
+            }),
+            DataType::FixedSizeList(item, width) if item.data_type() == &DataType::Float32 => {
+                let list = col.as_fixed_size_list();
+                let values = list.values().as_primitive::<Float32Type>().values();
+                let start = if list.is_empty() {
+                    0
+                } else {
+                    list.value_offset_at(0)
+                };
+                let end = start + list.len() * *width as usize;
+                for v in values.get(start..end).ok_or("list values out of range")? {
+                    h.update(&v.to_bits().to_le_bytes());
+                }
+            }
+            other => {
+                return Err(format!(
+                    "column `{name}` has type {other}, which no artifact uses"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A Parquet file being written row group by row group; it appears under its
 /// name only when [`finish`](TableWriter::finish) succeeds.
 pub struct TableWriter {
@@ -95,6 +232,7 @@ pub struct TableWriter {
     writer: Option<ArrowWriter<std::fs::File>>,
     schema: Option<SchemaRef>,
     metadata: Metadata,
+    content: Option<ContentHash>,
 }
 
 impl TableWriter {
@@ -105,6 +243,7 @@ impl TableWriter {
             writer: None,
             schema: None,
             metadata,
+            content: None,
         })
     }
 
@@ -141,6 +280,10 @@ impl TableWriter {
         let batch = RecordBatch::try_new(schema, columns.arrays).map_err(|e| {
             Error::format(&self.path, format!("batch does not match the schema: {e}"))
         })?;
+        self.content
+            .get_or_insert_with(|| ContentHash::new(&batch.schema()))
+            .add(&batch)
+            .map_err(|e| Error::format(&self.path, e))?;
         let writer = self.writer.as_mut().expect("created above");
         // One row group per batch: rows go to the file as they come, so a
         // long stream (10k CIFAR images) never sits in memory.
@@ -152,9 +295,16 @@ impl TableWriter {
 
     /// Closes the file and renames it into place.
     pub fn finish(mut self) -> Result<()> {
-        let writer = self.writer.take().ok_or_else(|| {
+        let mut writer = self.writer.take().ok_or_else(|| {
             Error::format(&self.path, "no rows were written (a table needs a schema)")
         })?;
+        writer.append_key_value_metadata(KeyValue::new(
+            CONTENT_HASH.to_string(),
+            self.content
+                .as_ref()
+                .map(|c| c.finish(&self.metadata))
+                .unwrap_or_default(),
+        ));
         writer
             .close()
             .map_err(|e| Error::format(&self.path, format!("cannot finish Parquet: {e}")))?;
@@ -179,6 +329,17 @@ pub struct Table {
 
 impl Table {
     pub fn read(path: &Path) -> Result<Self> {
+        // The parquet crate panics on some damaged footers (a negative
+        // column chunk offset); that is a damaged file, not a crash.
+        std::panic::catch_unwind(|| Self::read_unguarded(path)).unwrap_or_else(|_| {
+            Err(Error::format(
+                path,
+                "not a readable Parquet file: its metadata is damaged (the Parquet reader failed on it)",
+            ))
+        })
+    }
+
+    fn read_unguarded(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).at(path)?;
         let bad = |e: &dyn std::fmt::Display| {
             Error::format(path, format!("not a readable Parquet file: {e}"))
@@ -195,12 +356,50 @@ impl Table {
                     .collect()
             })
             .unwrap_or_default();
+        // Column chunks must lie inside the file: the reader asserts (panics)
+        // on a negative offset, and reads garbage past a wrong one.
+        let file_len = std::fs::metadata(path).at(path)?.len();
+        for rg in builder.metadata().row_groups() {
+            for c in rg.columns() {
+                let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+                let len = c.compressed_size();
+                if start < 0 || len < 0 || (start as u64).saturating_add(len as u64) > file_len {
+                    return Err(bad(&format!(
+                        "column chunk `{}` at bytes {start}+{len} lies outside the file ({file_len} bytes)",
+                        c.column_path()
+                    )));
+                }
+            }
+        }
         let schema = builder.schema().clone();
         for (k, v) in schema.metadata() {
             metadata.entry(k.clone()).or_insert_with(|| v.clone());
         }
         let reader = builder.build().map_err(|e| bad(&e))?;
         let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| bad(&e))?;
+        // Our artifacts (they carry `kind`) must carry the checksum too.
+        match metadata.get(CONTENT_HASH) {
+            Some(want) => {
+                let mut h = ContentHash::new(&schema);
+                for b in &batches {
+                    h.add(b).map_err(|e| bad(&e))?;
+                }
+                let found = h.finish(&metadata);
+                if &found != want {
+                    return Err(Error::format(
+                        path,
+                        format!("checksum mismatch: the file changed after it was written ({CONTENT_HASH} {want}, contents hash to {found}); rerun the stage that wrote it"),
+                    ));
+                }
+            }
+            None if metadata.contains_key("kind") => {
+                return Err(Error::format(
+                    path,
+                    format!("no `{CONTENT_HASH}` metadata: written by an older mat or damaged; rerun the stage that wrote it"),
+                ))
+            }
+            None => {}
+        }
         let batch = arrow::compute::concat_batches(&schema, &batches).map_err(|e| bad(&e))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -410,6 +609,23 @@ mod tests {
             err.contains("column `label`: expected Float32, found UInt32"),
             "{err}"
         );
+    }
+
+    /// The checksum is per column over all rows: a file streamed in many
+    /// row groups (as `adv.parquet` is) reads back whatever batches the
+    /// reader returns, and a table of no rows has one too.
+    #[test]
+    fn the_checksum_does_not_depend_on_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut w = TableWriter::create(&path, provenance()).unwrap();
+        for _ in 0..700 {
+            w.write(sample(3)).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(Table::read(&path).unwrap().num_rows(), 2100);
+        write_table(&path, sample(0), provenance()).unwrap();
+        assert_eq!(Table::read(&path).unwrap().num_rows(), 0);
     }
 
     #[test]

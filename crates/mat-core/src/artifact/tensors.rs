@@ -28,7 +28,81 @@ where
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
     let bytes = safetensors::serialize(owned.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
         .map_err(|e| Error::format(path, format!("cannot serialise tensors: {e}")))?;
+    let bytes = sorted_header(&bytes)
+        .map_err(|e| Error::format(path, format!("cannot serialise tensors: {e}")))?;
     write_atomic(path, &bytes)
+}
+
+/// The same safetensors file with its JSON header's keys (and the
+/// metadata's) in sorted order. The crate writes the metadata from a
+/// `HashMap`, whose order changes from run to run: identical weights got
+/// new bytes, and every stage downstream of them ran again.
+fn sorted_header(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    use serde_json::{Map, Value};
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("no header")?;
+    let header = bytes.get(8..8 + n).ok_or("short header")?;
+    let parsed: BTreeMap<String, Value> =
+        serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut sorted = Map::new();
+    for (k, v) in parsed {
+        let v = match v {
+            Value::Object(m) => {
+                let inner: BTreeMap<String, Value> = m.into_iter().collect();
+                Value::Object(inner.into_iter().collect())
+            }
+            other => other,
+        };
+        sorted.insert(k, v);
+    }
+    let mut text = serde_json::to_vec(&Value::Object(sorted)).map_err(|e| e.to_string())?;
+    // The data that follows starts 8-aligned, as the crate writes it.
+    while (8 + text.len()) % 8 != 0 {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
+/// The first tensor of a float dtype holding NaN or ±inf, with the count:
+/// a diverged model or a damaged file, never something to attack or report.
+fn non_finite(st: &safetensors::SafeTensors) -> Option<(String, usize)> {
+    use safetensors::Dtype;
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    for name in names {
+        let view = st.tensor(&name).ok()?;
+        let data = view.data();
+        let bad = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .filter(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+                .count(),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .filter(|c| !f64::from_le_bytes((*c).try_into().expect("8 bytes")).is_finite())
+                .count(),
+            // IEEE half formats: exponent bits all ones.
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00)
+                .count(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .filter(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80)
+                .count(),
+            _ => 0,
+        };
+        if bad > 0 {
+            return Some((name, bad));
+        }
+    }
+    None
 }
 
 /// A safetensors file read into memory, with checked accessors.
@@ -50,6 +124,18 @@ impl TensorFile {
             .unwrap_or_default()
             .into_iter()
             .collect();
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
+        if let Some((name, count)) = non_finite(&st) {
+            return Err(Error::Tensor {
+                path: path.to_path_buf(),
+                name,
+                expected: "finite values".into(),
+                found: format!(
+                    "{count} NaN or infinite values (a diverged run, or a damaged file)"
+                ),
+            });
+        }
         let tensors = candle_core::safetensors::load_buffer(&bytes, device)
             .map_err(|e| Error::format(path, format!("cannot load tensors: {e}")))?
             .into_iter()
