@@ -58,6 +58,11 @@ pub enum Error {
         found: String,
     },
 
+    /// A config file (with its `--set` overrides) that parses but holds a
+    /// value out of range or a combination that cannot work.
+    #[error("{}: {what}", path.display())]
+    Config { path: PathBuf, what: String },
+
     /// A YAML file that does not parse or names an unknown key.
     #[error("{}:{line}:{column}: {what}", path.display())]
     Yaml {

@@ -47,7 +47,7 @@ struct Args {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let spec: TrainSpec = mat_core::config::load(&args.config, &args.sets)?;
+    let spec = TrainSpec::load(&args.config, &args.sets)?;
     let device = args.device.open()?;
     let prepared = prepare(spec, &DataDir::locate(), &device)?;
     let spec = &prepared.spec;

@@ -241,7 +241,7 @@ fn bad_input_is_refused_before_training() {
             "negative eps",
             TINY.replace("natural", "at"),
             vec!["--set", "adversary={eps: -0.3, steps: 5, step_size: 0.1}"],
-            "adversary.eps: expected a number >= 0",
+            "adversary.eps: expected a number in [0, 1]",
         ),
         (
             "unknown key",

@@ -6,7 +6,8 @@
 //! - `checkpoint.safetensors`: weights, momentum buffers (`momentum/NAME`),
 //!   the epoch and the log so far (metadata), after every epoch;
 //! - `train_log.parquet`: one row per epoch (each loss term as `loss_TERM`,
-//!   lr, clean and PGD accuracy, seconds), after every epoch;
+//!   lr, clean and PGD accuracy), after every epoch (wall-clock seconds go
+//!   to the stage log only: same seed, same bytes);
 //! - `model.safetensors`: weights, head and provenance, at the end.
 
 use std::path::{Path, PathBuf};
@@ -239,6 +240,19 @@ impl Prepared {
         let mut logs = Vec::new();
         if resume && checkpoint.exists() {
             logs = self.resume(&checkpoint, &mut trainer)?;
+            if logs.len() > cfg.epochs {
+                return Err(Error::Invalid(format!(
+                    "{}: the checkpoint has {} epochs, more than optim.epochs = {}; raise optim.epochs or start without --resume",
+                    checkpoint.display(),
+                    logs.len(),
+                    cfg.epochs
+                )));
+            }
+            // A kill between the checkpoint and the log leaves the log one
+            // row short: the checkpoint's rows are the truth.
+            if !logs.is_empty() {
+                self.write_log(&out.join(TRAIN_LOG), &logs)?;
+            }
             events(Event::Resumed { epoch: logs.len() });
         }
         let batches = self.train.len().div_ceil(cfg.batch_size);
@@ -276,21 +290,20 @@ impl Prepared {
         for (i, n) in names.iter().enumerate() {
             cols = cols.f64(
                 &format!("loss_{n}"),
-                logs.iter().map(|l| l.terms[i].1).collect(),
+                logs.iter().map(|l| canonical(l.terms[i].1)).collect(),
             );
         }
         let cols = cols
             .f64(
                 "clean_accuracy",
-                logs.iter().map(|l| l.clean_accuracy).collect(),
+                logs.iter().map(|l| canonical(l.clean_accuracy)).collect(),
             )
             .f64(
                 "pgd_accuracy",
                 logs.iter()
-                    .map(|l| l.pgd_accuracy.unwrap_or(f64::NAN))
+                    .map(|l| canonical(l.pgd_accuracy.unwrap_or(f64::NAN)))
                     .collect(),
-            )
-            .f64("seconds", logs.iter().map(|l| l.seconds).collect());
+            );
         let mut meta = self.metadata()?;
         meta.insert("kind".into(), "train_log".into());
         meta.insert(
@@ -317,18 +330,52 @@ impl Prepared {
     }
 }
 
-/// The log rows as JSON (kept in the checkpoint's metadata).
+/// One NaN for all: an arithmetic NaN (0/0 on x86 sets the sign bit) and
+/// `f64::NAN` differ in their bits, so a log resumed from JSON would not
+/// have the bytes of the uninterrupted one.
+fn canonical(x: f64) -> f64 {
+    if x.is_nan() {
+        f64::NAN
+    } else {
+        x
+    }
+}
+
+/// A float as JSON: its shortest exact decimal as a string (`"0.05"`,
+/// `"NaN"`, `"inf"`). JSON numbers hold no NaN (MAT's warm-up epoch logs
+/// BIBO as NaN), and serde_json's default parser may miss the last bit of
+/// a number, so a resumed log would not have the uninterrupted bytes.
+fn float_json(x: f64) -> serde_json::Value {
+    format!("{:?}", canonical(x)).into()
+}
+
+/// The inverse of [`float_json`]; also reads plain numbers and `null`
+/// (how older checkpoints wrote a NaN).
+fn json_float(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Null => Some(f64::NAN),
+        serde_json::Value::String(s) => s.parse().ok(),
+        other => other.as_f64(),
+    }
+}
+
+/// The log rows as JSON (kept in the checkpoint's metadata). Wall-clock
+/// seconds stay out: same seed, same bytes.
 fn log_json(logs: &[EpochLog]) -> String {
     let rows: Vec<serde_json::Value> = logs
         .iter()
         .map(|l| {
+            let terms: Vec<serde_json::Value> = l
+                .terms
+                .iter()
+                .map(|(n, v)| serde_json::json!([n, float_json(*v)]))
+                .collect();
             serde_json::json!({
                 "epoch": l.epoch,
-                "lr": l.lr,
-                "terms": l.terms,
-                "clean_accuracy": l.clean_accuracy,
-                "pgd_accuracy": l.pgd_accuracy,
-                "seconds": l.seconds,
+                "lr": float_json(l.lr),
+                "terms": terms,
+                "clean_accuracy": float_json(l.clean_accuracy),
+                "pgd_accuracy": l.pgd_accuracy.map(float_json),
             })
         })
         .collect();
@@ -338,15 +385,42 @@ fn log_json(logs: &[EpochLog]) -> String {
 fn parse_log_json(text: &str) -> std::result::Result<Vec<EpochLog>, String> {
     let rows: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     rows.iter()
-        .map(|r| {
-            let f = |k: &str| r[k].as_f64().ok_or(format!("row without `{k}`"));
+        .enumerate()
+        .map(|(i, r)| {
+            let f = |k: &str| {
+                r.get(k)
+                    .and_then(json_float)
+                    .ok_or(format!("row {i}: `{k}` is not a number"))
+            };
+            let terms = r
+                .get("terms")
+                .and_then(|t| t.as_array())
+                .ok_or(format!("row {i}: `terms` is not a list"))?
+                .iter()
+                .map(|t| match t.as_array().map(Vec::as_slice) {
+                    Some([serde_json::Value::String(n), v]) => json_float(v)
+                        .map(|v| (n.clone(), v))
+                        .ok_or(format!("row {i}: loss term `{n}` is not a number")),
+                    _ => Err(format!("row {i}: a loss term is not [name, value]")),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let epoch = f("epoch")?;
+            if epoch != (i + 1) as f64 {
+                return Err(format!("row {i}: epoch {epoch}, expected {}", i + 1));
+            }
             Ok(EpochLog {
-                epoch: f("epoch")? as usize,
+                epoch: i + 1,
                 lr: f("lr")?,
-                terms: serde_json::from_value(r["terms"].clone()).map_err(|e| e.to_string())?,
+                terms,
                 clean_accuracy: f("clean_accuracy")?,
-                pgd_accuracy: r["pgd_accuracy"].as_f64(),
-                seconds: f("seconds")?,
+                pgd_accuracy: match r.get("pgd_accuracy") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(v) => Some(
+                        json_float(v).ok_or(format!("row {i}: `pgd_accuracy` is not a number"))?,
+                    ),
+                },
+                // Not kept: the log of this run's own epochs prints them.
+                seconds: 0.0,
             })
         })
         .collect()

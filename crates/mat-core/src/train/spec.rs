@@ -200,6 +200,15 @@ fn positive(field: &str, v: f64) -> Result<()> {
     }
 }
 
+/// An L∞ budget: pixels lie in [0, 1], so a budget above 1 adds nothing.
+fn unit(field: &str, v: f64) -> Result<()> {
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(bad(field, "a number in [0, 1] (pixels lie in [0, 1])", v))
+    }
+}
+
 fn non_negative(field: &str, v: f64) -> Result<()> {
     if v.is_finite() && v >= 0.0 {
         Ok(())
@@ -209,6 +218,17 @@ fn non_negative(field: &str, v: f64) -> Result<()> {
 }
 
 impl TrainSpec {
+    /// Reads a config file with its `--set` overrides and checks every
+    /// value; a problem names the file.
+    pub fn load(path: &std::path::Path, sets: &[String]) -> Result<Self> {
+        let spec: Self = crate::config::load(path, sets)?;
+        spec.validate().map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+        Ok(spec)
+    }
+
     /// Checks every value; the first problem is the error.
     pub fn validate(&self) -> Result<Arch> {
         let arch: Arch = self
@@ -222,12 +242,26 @@ impl TrainSpec {
         if o.batch_size == 0 {
             return Err(bad("optim.batch_size", "at least 1", 0));
         }
+        if self.train_limit == Some(0) {
+            return Err(bad(
+                "train_limit",
+                "at least 1 (or no train_limit: the whole split)",
+                0,
+            ));
+        }
+        if self.eval.limit == Some(0) {
+            return Err(bad(
+                "eval.limit",
+                "at least 1 (or no eval.limit: the whole test split)",
+                0,
+            ));
+        }
         positive("optim.lr", o.lr)?;
         non_negative("optim.momentum", o.momentum)?;
         non_negative("optim.weight_decay", o.weight_decay)?;
         non_negative("optim.lr_gamma", o.lr_gamma)?;
         if let Some(a) = &self.adversary {
-            non_negative("adversary.eps", a.eps)?;
+            unit("adversary.eps", a.eps)?;
             positive("adversary.step_size", a.step_size)?;
             if a.steps == 0 {
                 return Err(bad("adversary.steps", "at least 1", 0));
@@ -237,10 +271,13 @@ impl TrainSpec {
         non_negative("mat.beta", self.mat.beta)?;
         non_negative("trades.beta", self.trades.beta)?;
         if let Some(p) = &self.eval.pgd {
-            non_negative("eval.pgd.eps", p.eps)?;
+            unit("eval.pgd.eps", p.eps)?;
             positive("eval.pgd.step_size", p.step_size)?;
             if p.steps == 0 {
                 return Err(bad("eval.pgd.steps", "at least 1", 0));
+            }
+            if p.limit == 0 {
+                return Err(bad("eval.pgd.limit", "at least 1", 0));
             }
         }
         let m = self.method;
