@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use mat_core::artifact::Table;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -36,25 +37,41 @@ fn render(
 ) -> anyhow::Result<()> {
     register_font();
     if let Some(parent) = stem.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
     }
     let svg = stem.with_extension("svg");
-    let svg_tmp = stem.with_extension("tmp.svg");
+    let svg_tmp = hidden_temp(stem, "svg");
     {
         let root = SVGBackend::new(&svg_tmp, size).into_drawing_area();
         draw(&root)?;
         root.present().map_err(err)?;
     }
-    std::fs::rename(&svg_tmp, &svg)?;
+    rename(&svg_tmp, &svg)?;
     let png = stem.with_extension("png");
-    let png_tmp = stem.with_extension("tmp.png");
+    let png_tmp = hidden_temp(stem, "png");
     {
         let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
         draw_png(&root)?;
         root.present().map_err(err)?;
     }
-    std::fs::rename(&png_tmp, &png)?;
+    rename(&png_tmp, &png)?;
     Ok(())
+}
+
+/// `.<stem>.tmp.<ext>` beside the output: hidden, and with the extension
+/// the PNG encoder picks its format by; a killed run's leftover is removed
+/// by the runner.
+fn hidden_temp(stem: &Path, ext: &str) -> std::path::PathBuf {
+    let name = stem
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    stem.with_file_name(format!(".{name}.tmp.{ext}"))
+}
+
+fn rename(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::rename(from, to).with_context(|| format!("{}: cannot write", to.display()))
 }
 
 /// A method's curve: its label and (eps, robust accuracy %) points.
@@ -158,9 +175,7 @@ pub fn figure2(runs: &Path, stem: &Path, title: &str) -> anyhow::Result<()> {
             csv.push_str(&format!("{name},{e},{a}\n"));
         }
     }
-    let tmp = stem.with_extension("tmp.csv");
-    std::fs::write(&tmp, csv)?;
-    std::fs::rename(&tmp, stem.with_extension("csv"))?;
+    mat_core::artifact::write_atomic(&stem.with_extension("csv"), csv.as_bytes())?;
     Ok(())
 }
 

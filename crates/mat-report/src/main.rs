@@ -115,23 +115,28 @@ enum TableCmd {
     },
 }
 
-/// Writes `<out>.md` and `<out>.csv`.
+/// Writes `<out>.md` and `<out>.csv`, each atomically.
 fn write_pair(out: &std::path::Path, md: &str, csv: &str) -> anyhow::Result<()> {
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    write_atomic(&out.with_extension("md"), md)?;
-    write_atomic(&out.with_extension("csv"), csv)?;
+    use mat_core::artifact::write_atomic;
+    write_atomic(&out.with_extension("md"), md.as_bytes())?;
+    write_atomic(&out.with_extension("csv"), csv.as_bytes())?;
     eprintln!("mat-report: wrote {}", out.with_extension("md").display());
     Ok(())
 }
 
-/// Today's UTC date, YYYY-MM-DD (Howard Hinnant's civil-from-days).
+/// Today's UTC date, YYYY-MM-DD (Howard Hinnant's civil-from-days), or
+/// that of `SOURCE_DATE_EPOCH` (the reproducible-builds convention), so a
+/// rerun can produce the same bytes.
 fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -144,15 +149,28 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
+/// A run folder that does not exist is a mistake (a typo, a run not yet
+/// made), not a table of "not run" cells.
+fn existing_folder(runs: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        runs.is_dir(),
+        "--runs {}: no such folder (expected the run folder of a pipeline, e.g. runs/table2/quick)",
+        runs.display()
+    );
     Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     use mat_report::{cluster_tables, table2, table3, table4};
+    match &cli.table {
+        TableCmd::Table1 { args }
+        | TableCmd::Table2 { args, .. }
+        | TableCmd::Table3 { args }
+        | TableCmd::Table4 { args, .. }
+        | TableCmd::Table5 { args } => existing_folder(&args.runs)?,
+        TableCmd::Figure2 { runs, .. } => existing_folder(runs)?,
+        TableCmd::Figure1 { .. } => {}
+    }
     let (args, (md, csv)) = match cli.table {
         TableCmd::Table1 { args } => {
             let t = cluster_tables::table1(&args.runs, &args.note_line())?;
