@@ -54,6 +54,10 @@ enum Command {
         /// Do not reuse or fill the run cache.
         #[arg(long)]
         no_cache: bool,
+        /// When another run holds the run folder, wait for it instead of
+        /// stopping.
+        #[arg(long)]
+        wait: bool,
     },
     /// For each stage of a pipeline: up to date, or why it would run.
     Status {
@@ -80,6 +84,39 @@ struct RunArgs {
 
 /// Where runs and the run cache live.
 const RUNS: &str = "runs";
+
+/// The nearest folder, from the working folder up, that holds a
+/// `pipelines/` folder; else the working folder.
+fn project_root() -> anyhow::Result<PathBuf> {
+    let cwd = std::env::current_dir().context("the working folder")?;
+    Ok(cwd
+        .ancestors()
+        .find(|d| d.join("pipelines").is_dir())
+        .unwrap_or(&cwd)
+        .to_path_buf())
+}
+
+/// The project root: the nearest folder, from the working folder up, that
+/// holds a `pipelines/` folder (else the working folder). Stage commands
+/// name paths relative to it, so `mat` works there whatever folder it was
+/// started in; `file` comes back relative to it, and a pipeline outside it
+/// is refused before anything is written.
+fn enter_project_root(file: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let root = project_root()?;
+    let full = std::fs::canonicalize(file)
+        .with_context(|| format!("{}: cannot read the pipeline file", file.display()))?;
+    let canon_root = std::fs::canonicalize(&root).context("the project root")?;
+    let rel = full.strip_prefix(&canon_root).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: the pipeline is outside the project root {} (the nearest folder up from here with a `pipelines/` folder, else this one); run mat from inside the project that holds it",
+            file.display(),
+            root.display()
+        )
+    })?;
+    std::env::set_current_dir(&root)
+        .with_context(|| format!("{}: cannot enter the project root", root.display()))?;
+    Ok(rel.to_path_buf())
+}
 
 fn load_pipeline(path: &std::path::Path, profile: &str) -> anyhow::Result<mat_pipeline::Pipeline> {
     Ok(mat_pipeline::Pipeline::load(
@@ -126,17 +163,46 @@ fn describe(o: &mat_pipeline::Outcome) -> String {
 }
 
 /// Runs `file`: one pipeline, or each pipeline of a suite in turn.
-fn repro(file: PathBuf, profile: &str, opts: mat_pipeline::Options) -> anyhow::Result<()> {
+fn repro(
+    file: PathBuf,
+    profile: &str,
+    opts: mat_pipeline::Options,
+    wait: bool,
+) -> anyhow::Result<()> {
     put_stage_programs_on_path();
     mat_pipeline::interrupt::install();
+    let file = enter_project_root(&file)?;
     for pipeline in mat_pipeline::pipelines_of(&file)? {
-        repro_one(pipeline, profile, &opts)?;
+        repro_one(pipeline, profile, &opts, wait)?;
     }
     Ok(())
 }
 
-fn repro_one(pipeline: PathBuf, profile: &str, opts: &mat_pipeline::Options) -> anyhow::Result<()> {
+fn repro_one(
+    pipeline: PathBuf,
+    profile: &str,
+    opts: &mat_pipeline::Options,
+    wait: bool,
+) -> anyhow::Result<()> {
     let p = load_pipeline(&pipeline, profile)?;
+    let mut opts = opts.clone();
+    // One writer per run folder; a dry run only reads.
+    let _held = if opts.dry_run {
+        None
+    } else {
+        let held = mat_pipeline::runlock::RunLock::acquire(&p.out_dir, wait)?;
+        let left = mat_pipeline::runlock::remove_leftovers(&p.out_dir)?
+            + match &opts.cache {
+                Some(c) => mat_pipeline::runlock::remove_dead_cache_temps(c)?,
+                None => 0,
+            };
+        if left > 0 {
+            eprintln!("removed {left} temporary file(s) left by an interrupted run");
+        }
+        opts.inherit_fd = Some(held.fd());
+        Some(held)
+    };
+    let opts = &opts;
     let start = std::time::Instant::now();
     eprintln!(
         "{}: {} stages, profile {profile}, outputs in {}",
@@ -184,10 +250,11 @@ fn gc() -> anyhow::Result<()> {
         }
         Ok(())
     }
+    std::env::set_current_dir(project_root()?)?;
     let mut keep = std::collections::BTreeSet::new();
     locks(std::path::Path::new(RUNS), &mut keep)?;
     let cache = mat_pipeline::cache::RunCache::new(PathBuf::from(RUNS).join(".cache"));
-    let removed = cache.gc(&keep)?;
+    let removed = cache.gc(&keep)? + mat_pipeline::runlock::remove_dead_cache_temps(&cache.root)?;
     println!(
         "mat gc: removed {removed} run-cache entries, kept {}",
         keep.len()
@@ -285,6 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             jobs,
             keep_going,
             no_cache,
+            wait,
         } => {
             let mut opts = pipeline_options();
             opts.dry_run = dry_run;
@@ -294,18 +362,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if no_cache {
                 opts.cache = None;
             }
-            repro(pipeline, &run.profile, opts)
+            repro(pipeline, &run.profile, opts, wait)
         }
         Command::Status { pipeline, run } => {
             let opts = mat_pipeline::Options {
                 dry_run: true,
                 ..pipeline_options()
             };
-            repro(pipeline, &run.profile, opts)
+            repro(pipeline, &run.profile, opts, false)
         }
         Command::Dag { pipeline, run } => {
             use std::io::Write as _;
             let mut text = String::new();
+            let pipeline = enter_project_root(&pipeline)?;
             for file in mat_pipeline::pipelines_of(&pipeline)? {
                 let p = load_pipeline(&file, &run.profile)?;
                 text.push_str(&format!("# {}\n", file.display()));

@@ -79,7 +79,7 @@ fn table2_quick_commands_are_the_documented_ones() {
     let train = p.stage("train@mat-ftc").unwrap();
     assert_eq!(
         train.cmd,
-        "mat-train --quiet --config pipelines/train/mnist/mat.yaml \
+        "mat-train --quiet --resume --config pipelines/train/mnist/mat.yaml \
          --set centers=runs/table2/quick/centers.safetensors --set mat.alpha=0 --set mat.beta=0 \
          --set optim.epochs=14 --set \"optim.lr_milestones=[10]\"  --out runs/table2/quick/mnist/train/mat-ftc"
     );

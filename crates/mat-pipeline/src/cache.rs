@@ -83,7 +83,9 @@ impl RunCache {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if !keep.contains(&name) {
+            // Unfinished entries belong to a runner that may be writing them;
+            // `runlock::remove_dead_cache_temps` removes those of dead ones.
+            if !keep.contains(&name) && !name.starts_with(".tmp-") {
                 remove(&p)?;
                 removed += 1;
             }

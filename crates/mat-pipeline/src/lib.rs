@@ -14,7 +14,9 @@ pub mod hash;
 pub mod interrupt;
 pub mod lock;
 pub mod run;
+pub mod runlock;
 pub mod spec;
+pub mod yaml_limits;
 
 pub use error::{Error, Result};
 pub use run::{repro, Options, Outcome, Reason};

@@ -37,8 +37,12 @@ impl Lock {
             return Ok(Self::default());
         }
         let text = std::fs::read_to_string(&path).at(&path)?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Invalid(format!("{}: not a lock file: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Invalid(format!(
+                "{}: not a lock file ({e}); it was damaged outside mat. Remove it: every stage then runs again, or is restored from the run cache when its inputs are unchanged",
+                path.display()
+            ))
+        })
     }
 
     /// Writes atomically (temp file, then rename).

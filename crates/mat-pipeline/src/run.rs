@@ -62,6 +62,7 @@ pub enum Outcome {
     NotRun,
 }
 
+#[derive(Clone)]
 pub struct Options {
     pub dry_run: bool,
     pub force: BTreeSet<String>,
@@ -73,6 +74,9 @@ pub struct Options {
     pub capacity: BTreeMap<String, u32>,
     /// Where a stage's command runs.
     pub workdir: PathBuf,
+    /// A descriptor every stage inherits (the run folder's lock), so a
+    /// stage that outlives the runner keeps the folder locked.
+    pub inherit_fd: Option<i32>,
 }
 
 impl Default for Options {
@@ -85,6 +89,7 @@ impl Default for Options {
             cache: None,
             capacity: BTreeMap::new(),
             workdir: PathBuf::from("."),
+            inherit_fd: None,
         }
     }
 }
@@ -218,12 +223,22 @@ fn reason(
 /// before its process group is killed.
 const KILL_AFTER: Duration = Duration::from_secs(10);
 
+/// Where the runner notes that a `persist` stage started with the inputs
+/// of run-cache key `KEY`: its outputs are then partial work to resume.
+fn partial_marker(out_dir: &Path, stage: &Stage) -> PathBuf {
+    out_dir
+        .join(".partial")
+        .join(stage.name.replace(['/', '@'], "_"))
+}
+
 /// Runs one stage's command; on failure removes whatever it left of its
-/// outputs.
-fn execute(stage: &Stage, workdir: &Path, log_dir: &Path) -> Result<()> {
+/// outputs (a `persist` stage keeps them, to resume). `keep` leaves the
+/// outputs a `persist` stage left before, from the same inputs.
+fn execute(stage: &Stage, opts: &Options, log_dir: &Path, keep: bool) -> Result<()> {
+    let workdir = &opts.workdir;
     for o in &stage.outs {
         let p = workdir.join(o);
-        if p.exists() {
+        if p.exists() && !keep {
             remove(&p)?;
         }
         if let Some(parent) = p.parent() {
@@ -235,15 +250,46 @@ fn execute(stage: &Stage, workdir: &Path, log_dir: &Path) -> Result<()> {
     let log = std::fs::File::create(&log_path).at(&log_path)?;
     // Its own process group: a signal to the runner is passed on to the
     // stage's whole process tree, and only by the runner.
-    let mut child = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg("-c")
         .arg(&stage.cmd)
         .current_dir(workdir)
         .stdout(log.try_clone().at(&log_path)?)
         .stderr(log)
-        .process_group(0)
-        .spawn()
-        .at(Path::new("bash"))?;
+        .process_group(0);
+    let parent = std::process::id() as libc::pid_t;
+    let inherit = opts.inherit_fd;
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (prctl, getppid, fcntl).
+    unsafe {
+        command.pre_exec(move || {
+            // The stage dies with the runner, even when the runner is
+            // killed (SIGKILL, the OOM killer): no orphan keeps writing the
+            // run folder. `bash -c` execs a simple command, which keeps it.
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other(
+                        "the runner ended before the stage started",
+                    ));
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = parent;
+            if let Some(fd) = inherit {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().at(Path::new("bash"))?;
     let mut forwarded: Option<(i32, std::time::Instant)> = None;
     let status = loop {
         if let Some(st) = child.try_wait().at(Path::new("bash"))? {
@@ -272,19 +318,23 @@ fn execute(stage: &Stage, workdir: &Path, log_dir: &Path) -> Result<()> {
     if status.success() && missing.is_empty() && interrupted.is_none() {
         return Ok(());
     }
-    for o in &stage.outs {
-        let p = workdir.join(o);
-        if p.exists() {
-            remove(&p)?;
+    if !stage.persist {
+        for o in &stage.outs {
+            let p = workdir.join(o);
+            if p.exists() {
+                remove(&p)?;
+            }
         }
     }
     let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
     let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+    let left = if stage.persist {
+        "its outputs were kept for the next run to resume"
+    } else {
+        "its outputs were removed"
+    };
     let what = if let Some(sig) = interrupted {
-        format!(
-            "stopped by {}: its outputs were removed",
-            interrupt::name(sig)
-        )
+        format!("stopped by {}: {left}", interrupt::name(sig))
     } else if status.success() {
         format!(
             "exited 0 but did not write {}",
@@ -333,9 +383,27 @@ fn process(
     let outs_abs: Vec<PathBuf> = stage.outs.iter().map(|o| wd.join(o)).collect();
     let outcome = if from_cache {
         cache.as_ref().expect("checked").restore(&key, &outs_abs)?;
+        let marker = partial_marker(&wd.join(out_dir), stage);
+        if marker.exists() {
+            std::fs::remove_file(&marker).at(&marker)?;
+        }
         Outcome::Restored(why)
     } else {
-        execute(stage, wd, log_dir)?;
+        // A persist stage resumes only what it began with these same inputs.
+        let marker = partial_marker(&wd.join(out_dir), stage);
+        let keep = stage.persist
+            && why != Reason::Forced
+            && std::fs::read_to_string(&marker).is_ok_and(|k| k == key);
+        if stage.persist {
+            if let Some(parent) = marker.parent() {
+                std::fs::create_dir_all(parent).at(parent)?;
+            }
+            std::fs::write(&marker, &key).at(&marker)?;
+        }
+        execute(stage, opts, log_dir, keep)?;
+        if stage.persist {
+            std::fs::remove_file(&marker).at(&marker)?;
+        }
         if let Some(c) = &cache {
             c.store(&key, &outs_abs)?;
         }

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::error::{Error, IoContext, Result};
+use crate::yaml_limits::yaml_too_large;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,10 @@ struct RawPipeline {
     profiles: BTreeMap<String, Value>,
     #[serde(default)]
     stages: BTreeMap<String, RawStage>,
+    /// Folders besides the run's own (`${out}`) that stages may write
+    /// (and the runner may therefore remove), relative to the project root.
+    #[serde(default)]
+    output_roots: Vec<String>,
 }
 
 /// A pipeline file with its includes folded in; each stage remembers the
@@ -46,6 +51,8 @@ struct Merged {
     params: Value,
     profiles: BTreeMap<String, Value>,
     stages: BTreeMap<String, (RawStage, usize)>,
+    /// Declared output roots, each with the file that declared it.
+    output_roots: Vec<(String, usize)>,
     /// (path, text) of every file read; index 0 is the pipeline itself.
     sources: Vec<(PathBuf, String)>,
 }
@@ -57,6 +64,7 @@ impl Merged {
             params: Value::Mapping(Default::default()),
             profiles: BTreeMap::new(),
             stages: BTreeMap::new(),
+            output_roots: Vec::new(),
             sources: Vec::new(),
         };
         m.add(path, 0)?;
@@ -95,6 +103,8 @@ impl Merged {
             self.add(&target, depth + 1)?;
         }
         self.vars.extend(raw.vars);
+        self.output_roots
+            .extend(raw.output_roots.into_iter().map(|r| (r, index)));
         if let Some(p) = &raw.params {
             merge(&mut self.params, p);
         }
@@ -141,6 +151,10 @@ struct RawStage {
     /// Claims on named resources, e.g. `gpu: 1`.
     #[serde(default)]
     resources: BTreeMap<String, u32>,
+    /// DVC's word: the outputs survive an interrupted run, so a program that
+    /// resumes (`mat-train --resume`) continues where it was stopped.
+    #[serde(default)]
+    persist: bool,
 }
 
 /// One stage after expansion and interpolation.
@@ -153,6 +167,9 @@ pub struct Stage {
     /// Each declared param with its value (JSON).
     pub params: BTreeMap<String, String>,
     pub resources: BTreeMap<String, u32>,
+    /// Outputs are kept when the stage is interrupted, for a program that
+    /// resumes; removed as usual when its inputs changed.
+    pub persist: bool,
     /// Names of the stages whose outputs this stage reads.
     pub upstream: Vec<String>,
 }
@@ -172,6 +189,14 @@ pub struct Pipeline {
 /// Parses YAML `text` read from `path`; a mistake comes with its line and
 /// column.
 fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    if let Some((line, column, what)) = yaml_too_large(text) {
+        return Err(Error::Pipeline {
+            path: path.to_path_buf(),
+            line,
+            column,
+            what,
+        });
+    }
     serde_yaml::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -186,6 +211,11 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result
     })
 }
 
+/// The most stages one pipeline may expand to.
+pub const MAX_STAGES: usize = 10_000;
+/// The longest text one interpolated entry may expand to: vars that
+/// reference each other a few levels deep can otherwise grow without bound.
+pub const MAX_EXPANDED: usize = 1 << 20;
 /// The line and column of the first `key:` in `text` (for errors about a
 /// key that parsed but means something wrong).
 fn locate(text: &str, key: &str) -> (usize, usize) {
@@ -397,6 +427,12 @@ impl<'a> Scope<'a> {
             };
             let value = self.resolve(&expr)?;
             out.push_str(&self.interpolate_depth(&value, depth + 1)?);
+            if out.len() > MAX_EXPANDED {
+                return Err(format!(
+                    "`{}...` expands to more than {MAX_EXPANDED} bytes (do vars refer to each other?)",
+                    s.chars().take(40).collect::<String>()
+                ));
+            }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
@@ -446,6 +482,15 @@ impl Pipeline {
                     l,
                     c,
                     format!("profile `{profile}`: expected `params:` overrides"),
+                ));
+            }
+        }
+        for (what, value) in [("pipeline name", name.as_str()), ("profile", profile)] {
+            if !plain_name(value) {
+                return Err(err(
+                    1,
+                    1,
+                    format!("{what} `{value}`: expected a plain name (letters, digits, `-`, `_`, `.`), as it names the run folder"),
                 ));
             }
         }
@@ -503,6 +548,11 @@ impl Pipeline {
                                 next.push((n, m));
                             }
                         }
+                        if next.len() > MAX_STAGES {
+                            return Err(fail(format!(
+                                "matrix: more than {MAX_STAGES} combinations"
+                            )));
+                        }
                         combos = next;
                     }
                     combos
@@ -549,10 +599,18 @@ impl Pipeline {
                     outs: paths(&rs.outs)?,
                     params: ps,
                     resources: rs.resources.clone(),
+                    persist: rs.persist,
                     upstream: vec![],
                 });
+                if stages.len() > MAX_STAGES {
+                    return Err(fail(format!(
+                        "the pipeline expands to more than {MAX_STAGES} stages"
+                    )));
+                }
             }
         }
+        let roots = output_roots(&raw, &out_dir)?;
+        check_outputs(&stages, &roots, &raw)?;
         let stages = order(stages, &text, path)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -566,6 +624,155 @@ impl Pipeline {
     pub fn stage(&self, name: &str) -> Option<&Stage> {
         self.stages.iter().find(|s| s.name == name)
     }
+}
+
+/// A run-folder name: one path component, not `.` or `..`.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `p` with `.` dropped and `..` applied, or `None` when it is absolute or
+/// climbs above the folder it is relative to (the project root).
+fn normalize(p: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The folders stages may write into: the run's own and the declared
+/// `output_roots`, each checked to be a folder the runner may own.
+fn output_roots(raw: &Merged, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut roots = vec![normalize(out_dir).unwrap_or_else(|| out_dir.to_path_buf())];
+    for (root, from) in &raw.output_roots {
+        let (src_path, src_text) = &raw.sources[*from];
+        let (line, column) = locate(src_text, "output_roots");
+        let fail = |what: &str| Error::Pipeline {
+            path: src_path.clone(),
+            line,
+            column,
+            what: format!("output_roots: `{root}` {what}"),
+        };
+        let p = normalize(Path::new(root))
+            .ok_or_else(|| fail("leaves the project (absolute, or `..` above it)"))?;
+        if p.as_os_str().is_empty() {
+            return Err(fail("is the project root itself"));
+        }
+        if p.components().any(|c| c.as_os_str() == ".git") {
+            return Err(fail("is inside `.git`"));
+        }
+        if let Some((file, _)) = raw
+            .sources
+            .iter()
+            .find(|(f, _)| f.is_relative() && normalize(f).is_some_and(|f| f.starts_with(&p)))
+        {
+            return Err(fail(&format!("holds the pipeline file {}", file.display())));
+        }
+        roots.push(p);
+    }
+    Ok(roots)
+}
+
+/// Every output must lie strictly inside an output root, must not hold a
+/// pipeline file, another stage's output or the stage's own input: the
+/// runner removes a stage's outputs before it runs, and only these checks
+/// make that safe.
+fn check_outputs(stages: &[Stage], roots: &[PathBuf], raw: &Merged) -> Result<()> {
+    let mut owner: BTreeMap<PathBuf, &str> = BTreeMap::new();
+    let fail = |stage: &str, what: String| {
+        let base = stage.split('@').next().unwrap_or(stage);
+        let (src_path, src_text) = raw
+            .stages
+            .get(base)
+            .map(|(_, from)| &raw.sources[*from])
+            .unwrap_or(&raw.sources[0]);
+        let (line, column) = locate(src_text, base);
+        Error::Pipeline {
+            path: src_path.clone(),
+            line,
+            column,
+            what: format!("stage `{stage}`: {what}"),
+        }
+    };
+    let shown = |roots: &[PathBuf]| {
+        roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for s in stages {
+        for o in &s.outs {
+            let text = o.display().to_string();
+            let Some(p) = normalize(o) else {
+                return Err(fail(
+                    &s.name,
+                    format!("output `{text}` leaves the project (absolute, or `..` above it)"),
+                ));
+            };
+            if !roots.iter().any(|r| p.starts_with(r) && &p != r) {
+                return Err(fail(
+                    &s.name,
+                    format!(
+                        "output `{text}` is not inside the run folder or a declared output root ({}); the runner removes outputs before a stage runs, so it writes only there",
+                        shown(roots)
+                    ),
+                ));
+            }
+            if let Some((file, _)) = raw
+                .sources
+                .iter()
+                .find(|(f, _)| f.is_relative() && normalize(f).is_some_and(|f| f.starts_with(&p)))
+            {
+                return Err(fail(
+                    &s.name,
+                    format!("output `{text}` holds the pipeline file {}", file.display()),
+                ));
+            }
+            if let Some(d) = s
+                .deps
+                .iter()
+                .find(|d| normalize(d).is_some_and(|d| d.starts_with(&p)))
+            {
+                return Err(fail(
+                    &s.name,
+                    format!("output `{text}` holds its own input {}", d.display()),
+                ));
+            }
+            owner.entry(p).or_insert(&s.name);
+        }
+    }
+    // An output inside another stage's output would be removed with it.
+    for (p, stage) in &owner {
+        for a in p.ancestors().skip(1) {
+            if let Some(other) = owner.get(a).filter(|o| *o != stage) {
+                return Err(fail(
+                    other,
+                    format!(
+                        "output `{}` holds `{}`, an output of stage `{stage}`; removing one would delete the other",
+                        a.display(),
+                        p.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Links each stage to the producers of its deps and sorts them so every

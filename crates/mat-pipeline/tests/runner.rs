@@ -468,7 +468,7 @@ fn mistakes_are_located() {
             ":2:3: stage `a`: `${vars.nope}` refers to nothing",
         ),
         (
-            "stages:\n  a:\n    cmd: x\n    deps: [b.txt]\n    outs: [a.txt]\n  b:\n    cmd: y\n    deps: [a.txt]\n    outs: [b.txt]\n",
+            "stages:\n  a:\n    cmd: x\n    deps: [\"${out}/b.txt\"]\n    outs: [\"${out}/a.txt\"]\n  b:\n    cmd: y\n    deps: [\"${out}/a.txt\"]\n    outs: [\"${out}/b.txt\"]\n",
             "default",
             "depend on each other in a cycle",
         ),
