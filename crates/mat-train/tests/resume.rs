@@ -99,10 +99,8 @@ impl Delays {
     }
 }
 
-/// Issue 13.2 and 13.3: one epoch, then `--resume` to three with SIGKILLs
-/// at seeded points; the same bytes as one uninterrupted run. Then a kill
-/// just after the last checkpoint (log one row short, no model file): the
-/// resume restores both.
+/// Issue 13.2: one epoch, then `--resume` to three with SIGKILLs at seeded
+/// points; the same bytes as one uninterrupted run.
 fn resumes_exactly(config: &str, sets: &[&str], seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -154,22 +152,57 @@ fn resumes_exactly(config: &str, sets: &[&str], seed: u64) {
             .all(|n| n.starts_with('.') && n.ends_with(".tmp")),
         "{leftovers:?}"
     );
+}
 
-    // Killed between the last checkpoint and the log: the log is a row
-    // short and there is no model file.
-    let short = d.join("short");
-    run_to_end(&args(config, sets, &centers, &short, 2), &cache);
+/// Issue 13.3: a kill just after the last epoch's checkpoint (before the
+/// log and the model file) lost a log row, and resume exited 0. The resume
+/// now writes the log from the checkpoint and the model file.
+#[test]
+fn a_kill_after_the_last_checkpoint_loses_no_log_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    let centers = d.join("centers.safetensors");
+    Centers::new(10, 10, 10.0).unwrap().write(&centers).unwrap();
+    let sets = ["mat.alpha=0"];
+    let (whole, short) = (d.join("whole"), d.join("short"));
+    let a = args("mat.yaml", &sets, &centers, &whole, 3);
+    run_to_end(&a, &cache);
+    let want = bytes(&whole);
+    run_to_end(&args("mat.yaml", &sets, &centers, &short, 2), &cache);
+    // What the kill leaves: the last checkpoint, the log one row short, no
+    // model file.
     std::fs::copy(
         short.join("train_log.parquet"),
-        cut.join("train_log.parquet"),
+        whole.join("train_log.parquet"),
     )
     .unwrap();
-    std::fs::remove_file(cut.join("model.safetensors")).unwrap();
+    std::fs::remove_file(whole.join("model.safetensors")).unwrap();
     run_to_end(&a, &cache);
     assert!(
-        bytes(&cut) == want,
-        "{config} {sets:?}: the log row lost after the last checkpoint was not restored"
+        bytes(&whole) == want,
+        "the log row lost after the last checkpoint was not restored"
     );
+}
+
+/// Issue 13.6: `eval.pgd.eps=0` panicked after a whole epoch (an empty
+/// uniform range for the random start). eps 0 is a legal budget.
+#[test]
+fn training_with_an_eval_pgd_budget_of_zero_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let centers = d.join("centers.safetensors");
+    let mut a = args(
+        "at.yaml",
+        &["eval.pgd.eps=0", "adversary.eps=0"],
+        &centers,
+        &d.join("m"),
+        1,
+    );
+    a.retain(|s| s != "--resume");
+    run_to_end(&a, &d.join("cache"));
+    let log = mat_core::artifact::Table::read(&d.join("m/train_log.parquet")).unwrap();
+    assert!(log.f64s("pgd_accuracy").unwrap()[0].is_finite());
 }
 
 #[test]
