@@ -3,6 +3,7 @@
 
 pub mod cluster_tables;
 pub mod figures;
+pub mod layout;
 pub mod paper;
 pub mod table2;
 pub mod table3;

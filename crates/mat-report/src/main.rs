@@ -208,7 +208,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    write_pair(&args.out, &md, &csv)
+    write_pair(
+        &args.out,
+        &mat_report::layout::split_unrun_columns(&md),
+        &csv,
+    )
 }
 
 fn main() -> ExitCode {
