@@ -58,26 +58,14 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
     let log = repro();
     assert!(log.contains("30 of 30 stages ran"), "{log}");
     let md = std::fs::read_to_string(dir.path().join("runs/table2/smoke/table2.md")).unwrap();
-    let rows: Vec<&str> = md
-        .lines()
-        .filter(|l| {
-            l.starts_with("| MAT")
-                || l.starts_with("| Natural")
-                || l.starts_with("| AT")
-                || l.starts_with("| TRADES")
-        })
-        .collect();
-    assert_eq!(rows.len(), 7, "{md}");
-    for row in rows {
-        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
-        assert_eq!(cells.len(), 9, "{row}");
-        for c in &cells[1..5] {
-            assert!(
-                c.starts_with("not run in this profile ("),
-                "CIFAR-10 cell `{c}` in {row}"
-            );
-        }
-        for c in &cells[5..] {
+    // The measured MNIST cells, "ours (paper)"; then the paper's CIFAR-10
+    // numbers in a table of their own (this profile runs no CIFAR-10).
+    let t = tables(&md);
+    assert_eq!(t.len(), 2, "{md}");
+    assert_eq!(t[0].len(), 7, "{md}");
+    for row in &t[0] {
+        assert_eq!(row.len(), 5, "{row:?}");
+        for c in &row[1..] {
             let (ours, paper) = c
                 .split_once(" (")
                 .unwrap_or_else(|| panic!("`{c}` is not `ours (paper)`"));
@@ -87,10 +75,11 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
             );
             assert!(
                 ours == "none found" || ours.parse::<f64>().is_ok(),
-                "MNIST cell `{c}` in {row}"
+                "MNIST cell `{c}` in {row:?}"
             );
         }
     }
+    paper_only(&t[1], 7, &md);
     assert!(md.contains("Settings:"), "{md}");
     let log = repro();
     assert!(log.contains("0 of 30 stages ran"), "{log}");
@@ -136,26 +125,18 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
         }
         let md = std::fs::read_to_string(dir.path().join(format!("runs/{table}/smoke/{table}.md")))
             .unwrap();
-        let body: Vec<&str> = md
-            .lines()
-            .filter(|l| {
-                l.starts_with("| ") && !l.starts_with("| input") && !l.starts_with("| method")
-            })
-            .collect();
-        assert_eq!(body.len(), rows, "{md}");
-        for row in body {
-            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
-            for (i, c) in cells[1..].iter().enumerate() {
-                let cifar = if table == "table1" { i % 2 == 1 } else { i < 2 };
-                if cifar {
-                    assert!(c.starts_with("not run in this profile ("), "{table}: `{c}`");
-                } else {
-                    let ours = c.split(" (").next().unwrap();
-                    let number = ours.split('±').next().unwrap();
-                    assert!(number.parse::<f64>().is_ok(), "{table}: `{c}`");
-                }
+        let t = tables(&md);
+        assert_eq!(t.len(), 2, "{md}");
+        assert_eq!(t[0].len(), rows, "{md}");
+        for row in &t[0] {
+            assert_eq!(row.len(), 3, "{table}: {row:?}");
+            for c in &row[1..] {
+                let ours = c.split(" (").next().unwrap();
+                let number = ours.split('±').next().unwrap();
+                assert!(number.parse::<f64>().is_ok(), "{table}: `{c}`");
             }
         }
+        paper_only(&t[1], rows, &md);
     }
 
     // Figures 1 and 2: SVG and PNG with their axis labels.
@@ -186,15 +167,90 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
         7,
         "{log}"
     );
-    for (table, rows) in [("table3", 4), ("table4", 5)] {
-        let md = std::fs::read_to_string(dir.path().join(format!("runs/{table}/smoke/{table}.md")))
-            .unwrap();
-        let body = md
+    let md = std::fs::read_to_string(dir.path().join("runs/table4/smoke/table4.md")).unwrap();
+    let t = tables(&md);
+    assert_eq!((t.len(), t[0].len()), (2, 5), "{md}");
+    paper_only(&t[1], 5, &md);
+
+    // Table 3 on the smoke profile: every MNIST cell measured (natural, AT,
+    // MMC, MAT; clean and eight PGD cells), then the paper's CIFAR-10
+    // numbers on their own.
+    let md = std::fs::read_to_string(dir.path().join("runs/table3/smoke/table3.md")).unwrap();
+    let (mnist, cifar) = md.split_once("## CIFAR-10").expect("a CIFAR-10 block");
+    assert!(mnist.contains("## MNIST"), "{md}");
+    let rows = |block: &str| -> Vec<Vec<String>> {
+        block
             .lines()
             .filter(|l| l.starts_with("| ") && !l.starts_with("| method"))
-            .count();
-        assert_eq!(body, rows, "{md}");
+            .map(|l| {
+                l.trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    let mnist_rows = rows(mnist);
+    assert_eq!(
+        mnist_rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["Natural", "AT", "MMC", "MAT"],
+        "{md}"
+    );
+    for r in &mnist_rows {
+        assert_eq!(r.len(), 10, "{r:?}");
+        for c in &r[1..] {
+            let v: f64 = c
+                .parse()
+                .unwrap_or_else(|_| panic!("MNIST cell `{c}` in {r:?}"));
+            assert!((0.0..=100.0).contains(&v), "{r:?}");
+        }
     }
+    let cifar_rows = rows(cifar);
+    assert_eq!(cifar_rows.len(), 4, "{md}");
+    assert_eq!(
+        cifar_rows[2][1], "81.8",
+        "MMC's clean CIFAR-10 accuracy in the paper"
+    );
+    assert!(!md.contains("not run in this profile ("), "{md}");
+    let log = mat_in_dir(&["status", "pipelines/table3.yaml", "--profile", "smoke"]);
+    assert!(!log.contains("would run"), "{log}");
+}
+
+/// The body rows of every Markdown table of `md`, as cells.
+fn tables(md: &str) -> Vec<Vec<Vec<String>>> {
+    let mut out: Vec<Vec<Vec<String>>> = Vec::new();
+    let mut inside = false;
+    for l in md.lines() {
+        if !l.starts_with('|') {
+            inside = false;
+            continue;
+        }
+        if !inside {
+            // A header line opens a table; the separator follows.
+            out.push(Vec::new());
+            inside = true;
+            continue;
+        }
+        if l.starts_with("|---") {
+            continue;
+        }
+        let cells = l.trim_matches('|').split('|').map(|c| c.trim().to_string());
+        out.last_mut().unwrap().push(cells.collect());
+    }
+    out
+}
+
+/// A table of the paper's numbers alone: `rows` rows of plain numbers
+/// (`<=1`, or `mean±std`), and no cell that says it was not run.
+fn paper_only(t: &[Vec<String>], rows: usize, md: &str) {
+    assert_eq!(t.len(), rows, "{md}");
+    for row in t {
+        for c in &row[1..] {
+            let number = c.trim_start_matches("<=").split('±').next().unwrap();
+            assert!(number.parse::<f64>().is_ok(), "paper cell `{c}` in {md}");
+        }
+    }
+    assert!(!md.contains("not run in this profile ("), "{md}");
 }
 
 /// Writes a CIFAR-10 binary batch of `n` records: label `k % 10`, each
