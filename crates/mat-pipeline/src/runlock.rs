@@ -52,28 +52,6 @@ fn flock(file: &File, nonblocking: bool) -> std::io::Result<bool> {
     }
 }
 
-/// Seconds since the Unix epoch, as UTC `YYYY-MM-DD HH:MM:SS`.
-fn utc(secs: u64) -> String {
-    // Howard Hinnant's civil-from-days.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 impl RunLock {
     /// Takes the lock of `dir` (created if missing). Held by another run:
     /// an error naming it, or with `wait` a blocking wait for it.
@@ -111,13 +89,10 @@ impl RunLock {
             eprintln!("{} is in use by {who}; waiting", dir.display());
             flock(&file, false).at(&path)?;
         }
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         file.set_len(0).at(&path)?;
         file.rewind().at(&path)?;
-        writeln!(file, "pid {} since {}", std::process::id(), utc(since)).at(&path)?;
+        writeln!(file, "pid {} since {since}", std::process::id()).at(&path)?;
         file.flush().at(&path)?;
         Ok(Self { file, path })
     }
@@ -177,15 +152,4 @@ pub fn remove_dead_cache_temps(cache: &Path) -> Result<usize> {
         }
     }
     Ok(removed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_796_083_200 + 3_661), "2026-12-01 01:01:01 UTC");
-    }
 }

@@ -124,29 +124,16 @@ fn write_pair(out: &std::path::Path, md: &str, csv: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Today's UTC date, YYYY-MM-DD (Howard Hinnant's civil-from-days), or
-/// that of `SOURCE_DATE_EPOCH` (the reproducible-builds convention), so a
-/// rerun can produce the same bytes.
+/// Today's UTC date, YYYY-MM-DD, or that of `SOURCE_DATE_EPOCH` (the
+/// reproducible-builds convention), so a rerun can produce the same bytes.
 fn today() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
+    let now = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
+        .map_or_else(std::time::SystemTime::now, |secs| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
         });
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    humantime::format_rfc3339_seconds(now).to_string()[..10].to_string()
 }
 
 /// A run folder that does not exist is a mistake (a typo, a run not yet
