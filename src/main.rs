@@ -236,8 +236,8 @@ fn gc() -> anyhow::Result<()> {
         if !dir.is_dir() {
             return Ok(());
         }
-        for entry in std::fs::read_dir(dir)? {
-            let p = entry?.path();
+        for entry in std::fs::read_dir(dir).with_context(|| dir.display().to_string())? {
+            let p = entry.with_context(|| dir.display().to_string())?.path();
             if p.is_dir() && p.file_name().is_some_and(|n| n != ".cache") {
                 locks(&p, keep)?;
             } else if p

@@ -4,23 +4,14 @@
 //! byte for byte those of an uninterrupted run in another folder, no stage
 //! process is left, and no temp file.
 
+mod common;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
+use common::copy_dir;
 
 fn repro(project: &Path) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

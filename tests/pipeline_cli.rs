@@ -1,23 +1,11 @@
 //! `mat repro`, `mat status`, `mat dag` and `mat gc` on a toy pipeline of
 //! shell commands, run in a scratch folder.
 
+mod common;
+
 use std::process::{Command, Output};
 
-fn mat(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mat"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run mat")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{mat_in, text};
 
 #[test]
 fn repro_runs_then_skips_and_gc_keeps_what_locks_use() {
@@ -43,7 +31,7 @@ stages:
 "#,
     )
     .unwrap();
-    let o = mat(d, &["repro", "toy.yaml"]);
+    let o = mat_in(d, &["repro", "toy.yaml"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("times: ran (not in the lock file)"),
@@ -56,7 +44,7 @@ stages:
             .trim(),
         "15"
     );
-    let o = mat(d, &["repro", "toy.yaml"]);
+    let o = mat_in(d, &["repro", "toy.yaml"]);
     assert!(
         text(&o).contains("times: up to date, skipped"),
         "{}",
@@ -64,11 +52,11 @@ stages:
     );
     assert!(text(&o).contains("0 of 2 stages ran"), "{}", text(&o));
 
-    let o = mat(d, &["dag", "toy.yaml"]);
+    let o = mat_in(d, &["dag", "toy.yaml"]);
     assert!(text(&o).contains("show <- times"), "{}", text(&o));
 
     std::fs::write(d.join("in.txt"), "4").unwrap();
-    let o = mat(d, &["status", "toy.yaml"]);
+    let o = mat_in(d, &["status", "toy.yaml"]);
     assert!(
         text(&o).contains("times: would run: in.txt changed"),
         "{}",
@@ -77,16 +65,16 @@ stages:
     assert!(text(&o).contains("show: would run: upstream stage `times` runs first"));
 
     // Two cache entries per run; after the rerun the first two are stale.
-    let o = mat(d, &["repro", "toy.yaml"]);
+    let o = mat_in(d, &["repro", "toy.yaml"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = mat(d, &["gc"]);
+    let o = mat_in(d, &["gc"]);
     assert!(
         text(&o).contains("removed 2 run-cache entries, kept 2"),
         "{}",
         text(&o)
     );
 
-    let o = mat(d, &["repro", "toy.yaml", "--profile", "paper"]);
+    let o = mat_in(d, &["repro", "toy.yaml", "--profile", "paper"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o).contains("profile `paper` is not defined"),

@@ -2,26 +2,14 @@
 //! run folder, takes its stages with it when it is killed, and finds the
 //! project root wherever it is started. Toy pipelines of shell commands.
 
+mod common;
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn mat(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mat"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run mat")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{mat_in, text};
 
 fn wait_for(path: &Path) {
     let start = Instant::now();
@@ -74,7 +62,7 @@ fn repro_never_removes_what_it_does_not_own() {
             if dry {
                 a.push("--dry-run");
             }
-            let o = mat(&project, &a);
+            let o = mat_in(&project, &a);
             assert_eq!(o.status.code(), Some(1), "{}", text(&o));
             assert!(text(&o).contains(&format!("{name}.yaml:")), "{}", text(&o));
             assert!(text(&o).contains("stage `wipe`: output"), "{}", text(&o));
@@ -105,7 +93,7 @@ fn a_second_run_of_one_pipeline_waits_or_stops() {
         .spawn()
         .unwrap();
     wait_for(&d.join("started.txt"));
-    let o = mat(d, &["repro", "slow.yaml", "--profile", "default"]);
+    let o = mat_in(d, &["repro", "slow.yaml", "--profile", "default"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let msg = text(&o);
     assert!(
@@ -115,7 +103,7 @@ fn a_second_run_of_one_pipeline_waits_or_stops() {
     );
     assert!(msg.contains("--wait"), "{msg}");
     // Queued behind the first: it waits, then finds the stage up to date.
-    let o = mat(d, &["repro", "slow.yaml", "--profile", "default", "--wait"]);
+    let o = mat_in(d, &["repro", "slow.yaml", "--profile", "default", "--wait"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("slow: up to date"), "{}", text(&o));
     assert!(first.wait_with_output().unwrap().status.success());
@@ -191,7 +179,7 @@ fn a_restart_does_not_run_beside_a_surviving_stage() {
     runner.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(running(&survivor), "the test needs a survivor");
-    let o = mat(d, &["repro", "fork.yaml", "--profile", "default"]);
+    let o = mat_in(d, &["repro", "fork.yaml", "--profile", "default"]);
     let msg = text(&o);
     assert_eq!(o.status.code(), Some(1), "{msg}");
     assert!(
@@ -215,7 +203,7 @@ fn repro_runs_in_the_project_root_wherever_it_starts() {
         "stages:\n  copy:\n    cmd: cp input.txt ${out}/copy.txt\n    deps: [input.txt]\n    outs: [\"${out}/copy.txt\"]\n",
     )
     .unwrap();
-    let o = mat(
+    let o = mat_in(
         &d.join("pipelines/sub"),
         &["repro", "../copy.yaml", "--profile", "default"],
     );
@@ -225,7 +213,7 @@ fn repro_runs_in_the_project_root_wherever_it_starts() {
 
     let elsewhere = tempfile::tempdir().unwrap();
     let file = d.join("pipelines/copy.yaml");
-    let o = mat(
+    let o = mat_in(
         elsewhere.path(),
         &["repro", file.to_str().unwrap(), "--profile", "default"],
     );
@@ -248,12 +236,12 @@ fn a_truncated_lock_file_says_what_to_do() {
         "stages:\n  one:\n    cmd: echo 1 > ${out}/one.txt\n    outs: [\"${out}/one.txt\"]\n",
     )
     .unwrap();
-    let o = mat(d, &["repro", "one.yaml", "--profile", "default"]);
+    let o = mat_in(d, &["repro", "one.yaml", "--profile", "default"]);
     assert!(o.status.success(), "{}", text(&o));
     let lock = d.join("runs/one/default/mat.lock");
     let full = std::fs::read(&lock).unwrap();
     std::fs::write(&lock, &full[..full.len() / 2]).unwrap();
-    let o = mat(d, &["repro", "one.yaml", "--profile", "default"]);
+    let o = mat_in(d, &["repro", "one.yaml", "--profile", "default"]);
     assert_eq!(o.status.code(), Some(1));
     let msg = text(&o);
     assert!(msg.contains("mat.lock: not a lock file"), "{msg}");
@@ -281,7 +269,7 @@ fn the_next_run_removes_what_a_killed_run_left() {
         std::fs::write(run.join(f), "half").unwrap();
     }
     std::fs::write(run.join("sub/keep.txt"), "mine").unwrap();
-    let o = mat(d, &["repro", "one.yaml", "--profile", "default"]);
+    let o = mat_in(d, &["repro", "one.yaml", "--profile", "default"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("removed 3 temporary file(s)"),

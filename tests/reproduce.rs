@@ -3,21 +3,12 @@
 //! digits in a scratch folder; the report holds a cell for every method,
 //! "ours (paper)"; a second run skips every stage.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
-}
+use common::copy_dir;
 
 #[test]
 fn table2_smoke_profile_runs_every_stage_and_then_skips() {
@@ -167,6 +158,20 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
         7,
         "{log}"
     );
+    // Table 3 takes Table 2's natural, AT and MAT models from the run
+    // cache; only MMC is trained.
+    let table3 = log
+        .split("pipelines/table3.yaml: ")
+        .nth(1)
+        .and_then(|rest| rest.split("pipelines/table4.yaml: ").next())
+        .expect("table3 in the suite's log");
+    for model in ["natural", "at", "mat-full"] {
+        assert!(
+            table3.contains(&format!("  train@{model}: restored from the run cache")),
+            "{model}: {table3}"
+        );
+    }
+    assert!(table3.contains("  train@mmc: ran"), "{table3}");
     let md = std::fs::read_to_string(dir.path().join("runs/table4/smoke/table4.md")).unwrap();
     let t = tables(&md);
     assert_eq!((t.len(), t[0].len()), (2, 5), "{md}");
