@@ -68,7 +68,13 @@ impl RunCache {
         for (i, o) in outs.iter().enumerate() {
             copy_path(o, &tmp.join(i.to_string()))?;
         }
-        std::fs::rename(&tmp, &dest).at(&dest)
+        match std::fs::rename(&tmp, &dest) {
+            Ok(()) => Ok(()),
+            // Another runner (another pipeline or profile) stored the same
+            // key meanwhile: same inputs, so the same outputs; keep theirs.
+            Err(_) if dest.is_dir() => remove(&tmp),
+            Err(e) => Err(e).at(&dest),
+        }
     }
 
     /// Removes every entry whose key is not in `keep`; returns how many.
