@@ -207,7 +207,7 @@ fn every_attack_stays_in_its_ball_and_in_the_unit_box() {
     );
 }
 
-/// Issue 13.6: `--eps 0` panicked in the RNG ("cannot sample empty range")
+/// Regression: `--eps 0` panicked in the RNG ("cannot sample empty range")
 /// for PGD, APGD, the composite and the adaptive attack, and `--eps 1e308`
 /// too. eps 0 is a legal budget: the adversarial point is the clean one;
 /// a budget past the unit box is the whole box.

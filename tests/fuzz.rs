@@ -130,7 +130,7 @@ fn parquet_reader_refuses_damaged_files() {
     assert!(refused > 200, "only {refused} of 300 refused");
 }
 
-/// Issue 13.7: one flipped bit in a `summary.parquet` changed a Table 2
+/// Regression: one flipped bit in a `summary.parquet` changed a Table 2
 /// cell with exit 0. Every single-bit flip of the data pages is refused.
 #[test]
 fn a_flipped_bit_in_a_summary_never_changes_a_cell() {
@@ -202,7 +202,7 @@ fn safetensors_reader_refuses_damaged_and_non_finite_files() {
     );
     assert!(refused > 50, "only {refused} of 300 refused");
 
-    // Issue 13.7: a model with NaN weights was attacked and reported.
+    // Regression: a model with NaN weights was attacked and reported.
     let nan = Tensor::new(&[1f32, f32::NAN, 3.], &Device::Cpu).unwrap();
     write_tensors(&path, [("conv1.weight", &nan), ("b", &b)], &meta).unwrap();
     let e = TensorFile::read(&path, &Device::Cpu)
@@ -216,7 +216,7 @@ fn safetensors_reader_refuses_damaged_and_non_finite_files() {
     );
 }
 
-/// Issue 13.9: the metadata came out in a random order, so identical
+/// Regression: the metadata came out in a random order, so identical
 /// weights got new bytes and every stage downstream ran again.
 #[test]
 fn identical_tensors_and_metadata_give_identical_bytes() {

@@ -33,7 +33,7 @@ fn running(pid: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Issue 13.1: `outs: [""]` removed the checkout (`.git` included) and
+/// Regression: `outs: [""]` removed the checkout (`.git` included) and
 /// `outs: ["../sibling"]` a folder outside it; now both are refused when
 /// the pipeline loads, `--dry-run` too, and nothing is removed.
 #[test]
@@ -78,7 +78,7 @@ fn repro_never_removes_what_it_does_not_own() {
 
 const SLOW: &str = "stages:\n  slow:\n    cmd: echo $$ > started.txt; sleep 3; echo done > ${out}/slow.txt\n    outs: [\"${out}/slow.txt\"]\n";
 
-/// Issue 13.4: two runs of one pipeline in one folder both ran. The second
+/// Regression: two runs of one pipeline in one folder both ran. The second
 /// now says who holds the folder and stops; with `--wait` it queues.
 #[test]
 fn a_second_run_of_one_pipeline_waits_or_stops() {
@@ -109,7 +109,7 @@ fn a_second_run_of_one_pipeline_waits_or_stops() {
     assert!(first.wait_with_output().unwrap().status.success());
 }
 
-/// Issue 13.5: SIGKILL of `mat repro` left the running stage alive (14 of
+/// Regression: SIGKILL of `mat repro` left the running stage alive (14 of
 /// 16 tries). Now the stage dies with the runner.
 #[test]
 fn a_killed_runner_takes_its_stage_with_it() {
@@ -149,7 +149,7 @@ fn a_killed_runner_takes_its_stage_with_it() {
     }
 }
 
-/// Issue 13.5: a restart started a second copy beside a survivor. A
+/// Regression: a restart started a second copy beside a survivor. A
 /// process a stage left behind (here a background `sleep`) keeps the run
 /// folder locked, so the restart refuses and names it.
 #[test]
@@ -189,7 +189,7 @@ fn a_restart_does_not_run_beside_a_surviving_stage() {
     let _ = Command::new("kill").args(["-KILL", &survivor]).status();
 }
 
-/// Issue 13.10: `mat repro` from another folder wrote `runs/` there and
+/// Regression: `mat repro` from another folder wrote `runs/` there and
 /// failed later; it now works from the project root wherever it starts,
 /// and refuses a pipeline outside the project at once.
 #[test]
@@ -226,7 +226,7 @@ fn repro_runs_in_the_project_root_wherever_it_starts() {
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
 
-/// Issue 13.10: a truncated `mat.lock` was refused with no hint.
+/// Regression: a truncated `mat.lock` was refused with no hint.
 #[test]
 fn a_truncated_lock_file_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,7 +280,7 @@ fn the_next_run_removes_what_a_killed_run_left() {
     assert!(!run.join("sub/.figure2.tmp.png").exists());
 }
 
-/// Issue 13.7: `mat-report table2 --runs /no/such/dir` exited 0.
+/// Regression: `mat-report table2 --runs /no/such/dir` exited 0.
 #[test]
 fn a_report_of_a_missing_run_folder_fails() {
     let report = Path::new(env!("CARGO_BIN_EXE_mat")).with_file_name("mat-report");
@@ -298,7 +298,7 @@ fn a_report_of_a_missing_run_folder_fails() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
-    // Issue 13.10: an output that cannot be written names its path.
+    // Regression: an output that cannot be written names its path.
     std::fs::create_dir_all(dir.path().join("runs")).unwrap();
     std::fs::write(dir.path().join("file"), "x").unwrap();
     for out in [

@@ -23,7 +23,7 @@ fn refused(text: &str, want: &str) {
     assert!(e.contains("p.yaml:"), "the file is not named: {e}");
 }
 
-/// Issue 13.1: `outs: [""]` removed the checkout, `../sibling` a folder
+/// Regression: `outs: [""]` removed the checkout, `../sibling` a folder
 /// outside it, `runs` every run.
 #[test]
 fn outputs_outside_the_run_folder_are_refused_at_load() {
@@ -99,7 +99,7 @@ fn a_profile_or_pipeline_name_that_is_not_a_plain_name_is_refused() {
     );
 }
 
-/// Issue 13.8: vars that reference each other expanded a 33 KB file
+/// Regression: vars that reference each other expanded a 33 KB file
 /// towards 100 GB.
 #[test]
 fn vars_that_expand_without_bound_are_refused() {
@@ -121,7 +121,7 @@ fn vars_that_expand_without_bound_are_refused() {
     assert!(e.contains("more than 10000 combinations"), "{e}");
 }
 
-/// Issue 13.8: deeply nested YAML took quadratic time.
+/// Regression: deeply nested YAML took quadratic time.
 #[test]
 fn deeply_nested_yaml_is_refused_at_once() {
     let depth = 20_000;

@@ -99,7 +99,7 @@ impl Delays {
     }
 }
 
-/// Issue 13.2: one epoch, then `--resume` to three with SIGKILLs at seeded
+/// Regression: one epoch, then `--resume` to three with SIGKILLs at seeded
 /// points; the same bytes as one uninterrupted run.
 fn resumes_exactly(config: &str, sets: &[&str], seed: u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +154,7 @@ fn resumes_exactly(config: &str, sets: &[&str], seed: u64) {
     );
 }
 
-/// Issue 13.3: a kill just after the last epoch's checkpoint (before the
+/// Regression: a kill just after the last epoch's checkpoint (before the
 /// log and the model file) lost a log row, and resume exited 0. The resume
 /// now writes the log from the checkpoint and the model file.
 #[test]
@@ -185,7 +185,7 @@ fn a_kill_after_the_last_checkpoint_loses_no_log_row() {
     );
 }
 
-/// Issue 13.6: `eval.pgd.eps=0` panicked after a whole epoch (an empty
+/// Regression: `eval.pgd.eps=0` panicked after a whole epoch (an empty
 /// uniform range for the random start). eps 0 is a legal budget.
 #[test]
 fn training_with_an_eval_pgd_budget_of_zero_finishes() {
