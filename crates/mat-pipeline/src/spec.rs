@@ -635,8 +635,8 @@ fn plain_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// `p` with `.` dropped and `..` applied, or `None` when it is absolute or
-/// climbs above the folder it is relative to (the project root).
+/// `p` with `.` dropped and `..` applied, or `None` when it climbs above
+/// where it starts (the project root, or `/`).
 fn normalize(p: &Path) -> Option<PathBuf> {
     use std::path::Component;
     let mut out = PathBuf::new();
@@ -649,7 +649,9 @@ fn normalize(p: &Path) -> Option<PathBuf> {
                 }
             }
             Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::Prefix(_) => return None,
+            // An absolute path stays absolute: it is inside an output root
+            // only when that root is (a library caller's absolute runs root).
+            Component::RootDir | Component::Prefix(_) => out.push(c.as_os_str()),
         }
     }
     Some(out)
@@ -668,8 +670,13 @@ fn output_roots(raw: &Merged, out_dir: &Path) -> Result<Vec<PathBuf>> {
             column,
             what: format!("output_roots: `{root}` {what}"),
         };
-        let p = normalize(Path::new(root))
-            .ok_or_else(|| fail("leaves the project (absolute, or `..` above it)"))?;
+        if Path::new(root).is_absolute() {
+            return Err(fail(
+                "is absolute; an output root is a folder of the project",
+            ));
+        }
+        let p =
+            normalize(Path::new(root)).ok_or_else(|| fail("leaves the project (`..` above it)"))?;
         if p.as_os_str().is_empty() {
             return Err(fail("is the project root itself"));
         }
@@ -722,7 +729,7 @@ fn check_outputs(stages: &[Stage], roots: &[PathBuf], raw: &Merged) -> Result<()
             let Some(p) = normalize(o) else {
                 return Err(fail(
                     &s.name,
-                    format!("output `{text}` leaves the project (absolute, or `..` above it)"),
+                    format!("output `{text}` leaves the project (`..` above it)"),
                 ));
             };
             if !roots.iter().any(|r| p.starts_with(r) && &p != r) {

@@ -138,3 +138,28 @@ fn deeply_nested_yaml_is_refused_at_once() {
     )
     .unwrap();
 }
+
+/// A library caller may put runs under an absolute folder: outputs inside
+/// it are accepted, absolute paths elsewhere are not.
+#[test]
+fn an_absolute_runs_root_accepts_only_its_own_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    let runs = dir.path().join("runs");
+    std::fs::write(
+        &file,
+        "stages:\n  a:\n    cmd: \"true\"\n    outs: [\"${out}/x\"]\n",
+    )
+    .unwrap();
+    let p = Pipeline::load(&file, "default", &runs).unwrap();
+    assert_eq!(p.stages[0].outs, vec![runs.join("p/default/x")]);
+    std::fs::write(
+        &file,
+        "stages:\n  a:\n    cmd: \"true\"\n    outs: [\"${out}/../../../x\"]\n",
+    )
+    .unwrap();
+    let e = Pipeline::load(&file, "default", &runs)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not inside the run folder"), "{e}");
+}
