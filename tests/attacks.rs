@@ -35,6 +35,17 @@ fn centers() -> Tensor {
     Centers::new(10, 10, 10.0).unwrap().centers
 }
 
+/// A random SmallCNN feature layer under the center head: random features,
+/// so gradients are not zero without training.
+fn random_center_head() -> CenterHead<impl Fn(&Tensor) -> candle_core::Result<Tensor>> {
+    let store = ParamStore::new(1);
+    let model = small_cnn(Output::Features(10), 1, store.var_builder(&Device::Cpu)).unwrap();
+    CenterHead {
+        phi: move |x: &Tensor| model.forward_t(x, false),
+        centers: centers(),
+    }
+}
+
 /// Every attack with the budget it is checked at.
 fn registry() -> Vec<(Box<dyn Attack>, f64)> {
     let apgd = |loss, steps| Apgd {
@@ -135,13 +146,7 @@ fn registry() -> Vec<(Box<dyn Attack>, f64)> {
 #[test]
 fn every_attack_stays_in_its_ball_and_in_the_unit_box() {
     let (ds, _c) = mnist_10k();
-    let store = ParamStore::new(1);
-    // A random feature head, so gradients are not zero without training.
-    let model = small_cnn(Output::Features(10), 1, store.var_builder(&Device::Cpu)).unwrap();
-    let logits = CenterHead {
-        phi: |x: &Tensor| model.forward_t(x, false),
-        centers: centers(),
-    };
+    let logits = random_center_head();
     let test = ds.test.subset(Some(64), Some(0)).unwrap();
     for (attack, eps) in registry() {
         let mut rng = SeededRng::new(0);
@@ -214,12 +219,7 @@ fn every_attack_stays_in_its_ball_and_in_the_unit_box() {
 #[test]
 fn eps_zero_and_eps_past_the_box_are_budgets_not_panics() {
     let (ds, _c) = mnist_10k();
-    let store = ParamStore::new(1);
-    let model = small_cnn(Output::Features(10), 1, store.var_builder(&Device::Cpu)).unwrap();
-    let logits = CenterHead {
-        phi: |x: &Tensor| model.forward_t(x, false),
-        centers: centers(),
-    };
+    let logits = random_center_head();
     let test = ds.test.subset(Some(16), Some(0)).unwrap();
     let clean = test.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for (attack, _) in registry().into_iter().filter(|(a, _)| !a.minimum_norm()) {

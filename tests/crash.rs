@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::copy_dir;
+use common::{copy_dir, running};
 
 fn repro(project: &Path) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -87,9 +87,7 @@ fn processes_in(dir: &Path) -> Vec<String> {
             let name = e.ok()?.file_name().to_string_lossy().into_owned();
             name.parse::<u32>().ok()?;
             let cwd = std::fs::read_link(format!("/proc/{name}/cwd")).ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).ok()?;
-            let zombie = stat.rsplit(')').next()?.split_whitespace().next()? == "Z";
-            (cwd.starts_with(&canon) && !zombie).then_some(name)
+            (cwd.starts_with(&canon) && running(&name)).then_some(name)
         })
         .collect()
 }

@@ -459,7 +459,22 @@ fn stage_programs_refuse_odd_values_without_panicking() {
             "--set {set} wrote a model"
         );
     }
-    let model = "m/model.safetensors";
+    // mat-attack on the model just trained, 2 steps on 20 digits.
+    let attack = |extra: &[&str]| {
+        let mut a = vec![
+            "--quiet",
+            "--model",
+            "m/model.safetensors",
+            "--data",
+            "mnist-10k",
+            "--steps",
+            "2",
+            "--limit",
+            "20",
+        ];
+        a.extend_from_slice(extra);
+        run("mat-attack", &a)
+    };
     for (args, ok) in [
         (&["--eps", "0"][..], true),
         (&["--eps", "1e308"], true),
@@ -476,23 +491,9 @@ fn stage_programs_refuse_odd_values_without_panicking() {
         (&["--eps", "0.3", "--set", "steps=abc"], false),
         (&["--eps", "0.3", "--step-size", "-0.1"], false),
     ] {
-        let mut a = vec![
-            "--quiet",
-            "--model",
-            model,
-            "--data",
-            "mnist-10k",
-            "--attack",
-            "pgd",
-            "--steps",
-            "2",
-            "--limit",
-            "20",
-            "--out",
-            "adv",
-        ];
+        let mut a = vec!["--attack", "pgd", "--out", "adv"];
         a.extend_from_slice(args);
-        let (code, err) = run("mat-attack", &a);
+        let (code, err) = attack(&a);
         if ok {
             assert_eq!(code, Some(0), "{args:?}: {err}");
         } else {
@@ -500,26 +501,7 @@ fn stage_programs_refuse_odd_values_without_panicking() {
         }
     }
     // eps 0 is a budget: robust accuracy equals clean accuracy.
-    let (code, err) = run(
-        "mat-attack",
-        &[
-            "--quiet",
-            "--model",
-            model,
-            "--data",
-            "mnist-10k",
-            "--attack",
-            "apgd-ce",
-            "--eps",
-            "0",
-            "--steps",
-            "2",
-            "--limit",
-            "20",
-            "--out",
-            "zero",
-        ],
-    );
+    let (code, err) = attack(&["--attack", "apgd-ce", "--eps", "0", "--out", "zero"]);
     assert_eq!(code, Some(0), "{err}");
     let t = Table::read(&d.join("zero/summary.parquet")).unwrap();
     assert_eq!(

@@ -6,10 +6,10 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{mat_in, text};
+use common::{mat_in, running, text};
 
 fn wait_for(path: &Path) {
     let start = Instant::now();
@@ -23,14 +23,17 @@ fn wait_for(path: &Path) {
     }
 }
 
-/// `true` while `pid` runs (a zombie waiting for its reaper has ended).
-fn running(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s.rsplit(')').next().unwrap_or("").split_whitespace().next();
-            !matches!(state, Some("Z" | "X"))
-        })
-        .unwrap_or(false)
+/// `mat repro FILE --profile default` in `d`, in a process group of its
+/// own, its output discarded.
+fn spawn_repro(d: &Path, file: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mat"))
+        .args(["repro", file, "--profile", "default"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap()
 }
 
 /// Regression: `outs: [""]` removed the checkout (`.git` included) and
@@ -85,13 +88,7 @@ fn a_second_run_of_one_pipeline_waits_or_stops() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("slow.yaml"), SLOW).unwrap();
-    let first = Command::new(env!("CARGO_BIN_EXE_mat"))
-        .args(["repro", "slow.yaml", "--profile", "default"])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = spawn_repro(d, "slow.yaml");
     wait_for(&d.join("started.txt"));
     let o = mat_in(d, &["repro", "slow.yaml", "--profile", "default"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -122,13 +119,7 @@ fn a_killed_runner_takes_its_stage_with_it() {
     .unwrap();
     for _ in 0..4 {
         let _ = std::fs::remove_file(d.join("pid.txt"));
-        let mut runner = Command::new(env!("CARGO_BIN_EXE_mat"))
-            .args(["repro", "long.yaml", "--profile", "default"])
-            .current_dir(d)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut runner = spawn_repro(d, "long.yaml");
         wait_for(&d.join("pid.txt"));
         std::thread::sleep(Duration::from_millis(50));
         let pid = std::fs::read_to_string(d.join("pid.txt"))
@@ -161,14 +152,7 @@ fn a_restart_does_not_run_beside_a_surviving_stage() {
         "stages:\n  fork:\n    cmd: sleep 30 & echo $! > survivor.txt; wait\n    outs: [\"${out}/x\"]\n",
     )
     .unwrap();
-    let mut runner = Command::new(env!("CARGO_BIN_EXE_mat"))
-        .args(["repro", "fork.yaml", "--profile", "default"])
-        .current_dir(d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_repro(d, "fork.yaml");
     wait_for(&d.join("survivor.txt"));
     std::thread::sleep(Duration::from_millis(50));
     let survivor = std::fs::read_to_string(d.join("survivor.txt"))

@@ -109,3 +109,14 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `true` while process `pid` runs (a zombie waiting for its reaper has
+/// ended).
+pub fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").split_whitespace().next();
+            !matches!(state, Some("Z" | "X"))
+        })
+        .unwrap_or(false)
+}
