@@ -5,14 +5,14 @@ mod common;
 
 use candle_core::{DType, Device, ModuleT, Tensor, D};
 use common::mnist_10k;
+use mat_core::attacks::spec::{AttackSpec, Context, REGISTRY};
 use mat_core::attacks::{
     input_gradient, run_attack, AdaptiveObjective, AdaptivePgd, Apgd, ApgdLoss, Attack,
     CarliniWagner, Composite, Ddn, Logits, Norm, Pgd, Target,
 };
 use mat_core::centers::Centers;
-use mat_core::models::{small_cnn, Arch, Classifier, Head, Output};
+use mat_core::models::{small_cnn, Output};
 use mat_core::nn::ParamStore;
-use mat_core::train::{fit, Augment, Evaluation, Natural, TrainConfig};
 use mat_core::SeededRng;
 
 /// A feature network under the Section 3.3 head `logits = phi · centersᵀ`:
@@ -46,101 +46,42 @@ fn random_center_head() -> CenterHead<impl Fn(&Tensor) -> candle_core::Result<Te
     }
 }
 
-/// Every attack with the budget it is checked at.
+/// Every attack of the registry, once per example config of its
+/// registration (the adaptive attack once per training objective), with
+/// the budget it is checked at: a registered attack cannot skip the
+/// invariants.
 fn registry() -> Vec<(Box<dyn Attack>, f64)> {
-    let apgd = |loss, steps| Apgd {
-        restarts: 2,
-        target_classes: 3,
-        ..Apgd::new(Norm::Linf, loss, steps)
-    };
-    vec![
-        (Box::new(apgd(ApgdLoss::Ce, 10)), 0.3),
-        (Box::new(apgd(ApgdLoss::Dlr, 10)), 0.05),
-        (Box::new(apgd(ApgdLoss::DlrTargeted, 5)), 0.05),
-        (Box::new(Apgd::new(Norm::L2, ApgdLoss::Ce, 10)), 1.0),
-        (
-            Box::new(
-                Composite::new(vec![
-                    Box::new(Pgd::fgsm()),
-                    Box::new(apgd(ApgdLoss::Ce, 5)),
-                    Box::new(apgd(ApgdLoss::DlrTargeted, 5)),
-                ])
-                .unwrap(),
-            ),
-            0.05,
-        ),
-        (
-            Box::new(AdaptivePgd {
-                steps: 5,
-                step_size: 0.05,
-                objective: AdaptiveObjective::Mat {
-                    alpha: 0.5,
-                    beta: 2.0,
-                    centers: centers(),
-                },
-            }),
-            0.1,
-        ),
-        (
-            Box::new(AdaptivePgd {
-                steps: 5,
-                step_size: 0.05,
-                objective: AdaptiveObjective::Trades { beta: 6.0 },
-            }),
-            0.1,
-        ),
-        (Box::new(Pgd::linf(10, 0.05)), 0.3),
-        (Box::new(Pgd::fgsm()), 0.3),
-        (
-            Box::new(Pgd {
-                norm: Norm::L2,
-                steps: 10,
-                step_size: 0.5,
-                random_start: true,
-                restarts: 2,
-                target: Target::Untargeted,
-            }),
-            2.0,
-        ),
-        (
-            Box::new(Pgd {
-                norm: Norm::Linf,
-                steps: 3,
-                step_size: 0.5,
-                random_start: false,
-                restarts: 1,
-                target: Target::LeastLikely,
-            }),
-            0.1,
-        ),
-        (
-            Box::new(Pgd {
-                norm: Norm::Linf,
-                steps: 5,
-                step_size: 0.05,
-                random_start: true,
-                restarts: 3,
-                target: Target::Random,
-            }),
-            0.1,
-        ),
-        // Minimum-norm attacks take no eps (the runner passes infinity).
-        (
-            Box::new(Ddn {
-                steps: 10,
-                ..Ddn::default()
-            }),
-            f64::INFINITY,
-        ),
-        (
-            Box::new(CarliniWagner {
-                binary_search_steps: 2,
-                steps: 10,
-                ..CarliniWagner::default()
-            }),
-            f64::INFINITY,
-        ),
-    ]
+    let objectives = [
+        AdaptiveObjective::Mat {
+            alpha: 0.5,
+            beta: 2.0,
+            centers: centers(),
+        },
+        AdaptiveObjective::Trades { beta: 6.0 },
+    ];
+    let mut out: Vec<(Box<dyn Attack>, f64)> = Vec::new();
+    for reg in REGISTRY {
+        for example in reg.examples {
+            let yaml = format!("model: m\ndata: mnist-10k\nattack: {}\n{example}", reg.name);
+            let spec: AttackSpec = serde_yaml::from_str(&yaml).unwrap();
+            spec.validate()
+                .unwrap_or_else(|e| panic!("{}'s example `{example}`: {e}", reg.name));
+            // Minimum-norm attacks take no eps (the runner passes infinity).
+            let eps = spec.eps.first().copied().unwrap_or(f64::INFINITY);
+            let contexts: Vec<Context> = if reg.needs_objective {
+                objectives
+                    .iter()
+                    .map(|o| Context { objective: Some(o) })
+                    .collect()
+            } else {
+                vec![Context::default()]
+            };
+            for ctx in contexts {
+                out.push((spec.build(eps, ctx).unwrap(), eps));
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -296,23 +237,12 @@ fn input_gradient_matches_finite_differences() {
 #[test]
 fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
     let (ds, _c) = mnist_10k();
-    let store = ParamStore::new(0);
-    let vb = store.var_builder(&Device::Cpu);
-    let model = Classifier::build(Arch::SmallCnn, Head::Identity, 10, 0, vb).unwrap();
-    let cfg = TrainConfig {
-        epochs: 4,
-        batch_size: 128,
-        lr: 0.05,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        nesterov: false,
-        lr_milestones: vec![],
-        lr_gamma: 0.1,
-        seed: 0,
-        augment: Augment::default(),
-    };
-    let eval = Evaluation::clean(ds.test.clone());
-    let logs = fit(&model, &store, &Natural, &ds.train, &eval, &cfg, |_| Ok(())).unwrap();
+    let (p, logs, _dir) = common::train(
+        "method: natural\narch: small-cnn\ndataset: mnist-10k\n\
+         optim: {epochs: 4, batch_size: 128, lr: 0.05, momentum: 0.9}\n",
+        |_| {},
+    );
+    let model = &p.model;
     let clean = logs.last().unwrap().clean_accuracy;
     assert!(clean > 0.95, "clean accuracy {clean}");
     let logits = |x: &Tensor| model.logits_t(x, false);

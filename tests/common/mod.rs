@@ -120,3 +120,37 @@ pub fn running(pid: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Trains as `mat-train` does, through the one training loop (config →
+/// `prepare` → `Prepared::run`, with its checkpoint and log), into a
+/// temporary folder that the returned guard keeps. `yaml` is a `mat-train`
+/// config; MAT and MMC configs get a 10x10 center file (|mu| = 10) there.
+pub fn train(
+    yaml: &str,
+    mut on_epoch: impl FnMut(&mat_core::train::EpochLog),
+) -> (
+    mat_core::train::run::Prepared,
+    Vec<mat_core::train::EpochLog>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec: mat_core::train::spec::TrainSpec = serde_yaml::from_str(yaml).unwrap();
+    if spec.method.uses_centers() {
+        let path = dir.path().join("centers.safetensors");
+        mat_core::centers::Centers::new(10, 10, 10.0)
+            .unwrap()
+            .write(&path)
+            .unwrap();
+        spec.centers = Some(path);
+    }
+    let data = mat_core::data::DataDir::new(data_root(), dir.path().join("cache"));
+    let prepared = mat_core::train::run::prepare(spec, &data, &candle_core::Device::Cpu).unwrap();
+    let logs = prepared
+        .run(&dir.path().join("out"), false, &mut |e| {
+            if let mat_core::train::run::Event::Epoch(l) = e {
+                on_epoch(l)
+            }
+        })
+        .unwrap();
+    (prepared, logs, dir)
+}

@@ -12,14 +12,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
-use mat_core::artifact::{hash_file, Metadata, TensorFile};
-use mat_core::attacks::run::{run, Event, SUMMARY};
-use mat_core::attacks::spec::{AttackKind, AttackSpec};
-use mat_core::attacks::AdaptiveObjective;
-use mat_core::data::{self, DataDir};
-use mat_core::models::Classifier;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use mat_core::attacks::run::{prepare, Event, SUMMARY};
+use mat_core::attacks::spec::{help, names, AttackSpec};
+use mat_core::cli;
+use mat_core::data::DataDir;
 use mat_core::DeviceSpec;
 
 #[global_allocator]
@@ -29,7 +26,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "mat-attack",
     version,
-    about = "Attack a saved model (fgsm | pgd | cw | ddn | apgd-ce | apgd-dlr | apgd-t | composite | adaptive) and write per-sample results"
+    about = "Attack a saved model with a registered attack and write per-sample results"
 )]
 struct Args {
     /// A YAML config with any of the keys below (see README).
@@ -44,13 +41,13 @@ struct Args {
     /// A dataset of data/datasets.yaml (its test split unless --set split=train).
     #[arg(long, value_name = "NAME")]
     data: Option<String>,
-    /// fgsm | pgd | cw | ddn | apgd-ce | apgd-dlr | apgd-t | composite | adaptive
+    /// A registered attack (listed below).
     #[arg(long)]
     attack: Option<String>,
     /// Budgets, comma-separated (e.g. 0.1,0.2,0.3).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     eps: Vec<f64>,
-    /// linf | l2 (PGD).
+    /// linf | l2 (default: the attack's first norm).
     #[arg(long)]
     norm: Option<String>,
     /// Steps of PGD, APGD and the adaptive attack.
@@ -108,113 +105,52 @@ fn spec(args: &Args) -> anyhow::Result<AttackSpec> {
     flag("seed", args.seed.map(|v| v.to_string()));
     sets.extend(args.sets.iter().cloned());
     let spec: AttackSpec = match &args.config {
-        Some(path) => mat_core::config::load(path, &sets)?,
+        Some(path) => AttackSpec::load(path, &sets)?,
         None => {
             let mut v = serde_yaml::Value::Mapping(Default::default());
             for s in &sets {
                 mat_core::config::apply_set(&mut v, s).map_err(|e| anyhow::anyhow!("{s}: {e}"))?;
             }
-            serde_yaml::from_value(v).map_err(|e| anyhow::anyhow!("the attack's options: {e}"))?
+            let spec: AttackSpec = serde_yaml::from_value(v)
+                .map_err(|e| anyhow::anyhow!("the attack's options: {e}"))?;
+            spec.validate()?;
+            spec
         }
     };
-    spec.validate()?;
     Ok(spec)
 }
 
-fn main_run(args: Args) -> anyhow::Result<()> {
-    let spec = spec(&args)?;
+fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.open()?;
-    let file = TensorFile::read(&spec.model, &device)?;
-    let model = Classifier::from_file(&file)?;
-    // The adaptive attack's objective comes from the model file; a file
-    // without it is refused here, before any data is read.
-    let objective = match spec.attack {
-        AttackKind::Adaptive => Some(AdaptiveObjective::from_model_file(&file)?),
-        _ => None,
-    };
-    drop(file);
-    let ds = data::load(&DataDir::locate(), &spec.data)?;
-    let full = if spec.split == "test" {
-        &ds.test
-    } else {
-        &ds.train
-    };
-    model
-        .check_input(full.images.dims())
-        .map_err(|e| anyhow::anyhow!("{}: {e} (dataset `{}`)", spec.model.display(), spec.data))?;
-    if ds.num_classes() != model.num_classes {
-        anyhow::bail!(
-            "{}: the model has {} classes, dataset `{}` has {}",
-            spec.model.display(),
-            model.num_classes,
-            spec.data,
-            ds.num_classes()
-        );
-    }
-    let seed = spec.limit.map(|_| spec.seed);
-    let indices = full.subset_indices(spec.limit, seed);
-    let split = full.subset(spec.limit, seed)?.to_device(&device)?;
-
-    let mut meta = Metadata::new();
-    meta.insert("attack".into(), spec.attack.name().into());
-    meta.insert(
-        "config".into(),
-        serde_yaml::to_string(&spec).map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-    meta.insert("seed".into(), spec.seed.to_string());
-    meta.insert("model_hash".into(), hash_file(&spec.model)?);
-    meta.insert("data".into(), spec.data.clone());
-    meta.insert("data_hash".into(), split.hash()?);
-    meta.insert("split".into(), spec.split.clone());
-    meta.insert(
-        "producer".into(),
-        format!("mat-attack {}", env!("CARGO_PKG_VERSION")),
-    );
+    let prepared = prepare(spec(&args)?, &DataDir::locate(), &device)?;
+    let spec = &prepared.spec;
     eprintln!(
-        "mat-attack: {:?} on {} ({} {} samples), eps {:?}",
+        "mat-attack: {} on {} ({} {} samples), eps {:?}",
         spec.attack,
         spec.model.display(),
-        split.len(),
+        prepared.split.len(),
         spec.split,
         spec.eps
     );
-
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} samples, robust {msg} ({elapsed} elapsed, ETA {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+    let bar = cli::progress_bar(
+        args.quiet,
+        "{prefix} [{bar:30}] {pos}/{len} samples, robust {msg} ({elapsed} elapsed, ETA {eta})",
     );
-    let summary = run(
-        &spec,
-        &model,
-        objective.as_ref(),
-        &split,
-        &indices,
-        &args.out,
-        meta,
-        &mut |event| match event {
-            Event::Start { eps, samples } => {
-                bar.reset();
-                bar.set_length(samples as u64);
-                bar.set_prefix(if eps.is_nan() {
-                    "minimum norm".to_string()
-                } else {
-                    format!("eps {eps}")
-                });
-            }
-            Event::Batch { done, robust } => {
-                bar.set_position(done as u64);
-                bar.set_message(format!("{:.2}%", 100.0 * robust as f64 / done as f64));
-            }
-        },
-    )?;
+    let summary = prepared.run(&args.out, &mut |event| match event {
+        Event::Start { eps, samples } => {
+            bar.reset();
+            bar.set_length(samples as u64);
+            bar.set_prefix(if eps.is_nan() {
+                "minimum norm".to_string()
+            } else {
+                format!("eps {eps}")
+            });
+        }
+        Event::Batch { done, robust } => {
+            bar.set_position(done as u64);
+            bar.set_message(format!("{:.2}%", 100.0 * robust as f64 / done as f64));
+        }
+    })?;
     bar.finish_and_clear();
     for r in &summary {
         let eps = if r.eps.is_nan() {
@@ -236,12 +172,10 @@ fn main_run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    mat_core::alloc::keep_freed_memory();
-    match main_run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // `--help` lists the registry, so a new attack appears there by itself.
+    let command = Args::command()
+        .after_help(help())
+        .mut_arg("attack", |a| a.help(format!("One of: {}", names(|_| true))));
+    let args = Args::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    cli::main(|| run(args))
 }

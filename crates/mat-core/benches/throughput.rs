@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var, D};
 use candle_nn::VarBuilder;
-use mat_core::attacks::{Attack, Pgd};
+use mat_core::attacks::{Attack, Pgd, Problem};
 use mat_core::data::{self, DataDir, Split};
 use mat_core::kernels::gemm::{sgemm, Mat};
 use mat_core::models::{small_cnn, wide_resnet, Output, SmallCnn};
@@ -335,7 +335,13 @@ fn main() -> Res<()> {
             let y = test.labels.narrow(0, i, 256)?;
             // The attack proper, as the attack stage runs it (each step
             // projects); the reference script times the same loop.
-            let adv = attack.propose(&logits, &x, &y, 0.3, &mut rng)?;
+            let p = Problem {
+                model: &logits,
+                x: &x,
+                y: &y,
+                eps: 0.3,
+            };
+            let adv = attack.propose(&p, &mut rng)?;
             let _pred = model.forward_t(&adv, false)?.argmax(D::Minus1)?;
         }
         pgd_s.push(t.elapsed().as_secs_f64());
@@ -407,7 +413,13 @@ fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
                 let logits = |x: &Tensor| model.forward_t(x, false);
                 let mut rng = SeededRng::for_purpose(r as u64, "pgd");
                 let t = Instant::now();
-                Pgd::linf(40, 0.01).propose(&logits, &test.images, &test.labels, 0.3, &mut rng)?;
+                let p = Problem {
+                    model: &logits,
+                    x: &test.images,
+                    y: &test.labels,
+                    eps: 0.3,
+                };
+                Pgd::linf(40, 0.01).propose(&p, &mut rng)?;
                 eprintln!("pgd-40 on 256: {:.2} s", t.elapsed().as_secs_f64());
             }
             "wrn" => {

@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod artifact;
 pub mod attacks;
 pub mod centers;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;

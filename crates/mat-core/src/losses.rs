@@ -88,6 +88,76 @@ pub fn cross_entropy_sum(logits: &Tensor, labels: &Tensor) -> candle_core::Resul
     candle_nn::loss::cross_entropy(logits, labels)? * logits.dim(0)? as f64
 }
 
+/// The terms of MAT's objective (Eq. 9), batch means.
+pub struct MatTerms {
+    pub total: Tensor,
+    pub ftc: Tensor,
+    pub so: Option<Tensor>,
+    pub bibo: Option<Tensor>,
+}
+
+/// MAT's objective (Eq. 9): `FTC(phi, mu_y) + alpha·SO(phi, mu_y) +
+/// beta·CD(phi_clean, phi_adv)`. `so` is SO's weight alpha, `None` to leave
+/// the term out; `bibo` is (beta, phi(x), phi(x')) with x' BIBO's inner
+/// maximiser, `None` to leave it out. Training minimises it at the clean
+/// features; the adaptive attack (Section 4.4) ascends it at phi(x').
+pub fn mat_objective(
+    phi: &Tensor,
+    mu: &Tensor,
+    labels: &Tensor,
+    so: Option<f64>,
+    bibo: Option<(f64, &Tensor, &Tensor)>,
+) -> candle_core::Result<MatTerms> {
+    let ftc = ftc_loss(phi, mu, labels)?;
+    let mut total = ftc.clone();
+    let so = match so {
+        None => None,
+        Some(alpha) => {
+            let so = so_loss(phi, mu, labels)?;
+            total = (total + (&so * alpha)?)?;
+            Some(so)
+        }
+    };
+    let bibo = match bibo {
+        None => None,
+        Some((beta, clean, adv)) => {
+            let bibo = bibo_loss(clean, adv)?;
+            total = (total + (&bibo * beta)?)?;
+            Some(bibo)
+        }
+    };
+    Ok(MatTerms {
+        total,
+        ftc,
+        so,
+        bibo,
+    })
+}
+
+/// The terms of TRADES' objective, batch means.
+pub struct TradesTerms {
+    pub total: Tensor,
+    pub ce: Tensor,
+    pub kl: Tensor,
+}
+
+/// TRADES' objective (Zhang et al., 2019): `CE(logits, y) + beta·KL(p || q)`
+/// with p the clean and q the adversarial logits. Training takes the CE at
+/// the clean logits; the adaptive attack at the adversarial ones, since the
+/// clean CE does not move with x'.
+pub fn trades_objective(
+    logits: &Tensor,
+    labels: &Tensor,
+    p_logits: &Tensor,
+    q_logits: &Tensor,
+    beta: f64,
+) -> candle_core::Result<TradesTerms> {
+    let ce = candle_nn::loss::cross_entropy(logits, labels)?;
+    let kl = kl_divergence(p_logits, q_logits)?.mean_all()?;
+    let total = (&ce + (&kl * beta)?)?;
+    Ok(TradesTerms { total, ce, kl })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use mat_core::artifact::Table;
-use mat_core::attacks::spec::{AttackKind, AttackSpec};
+use mat_core::attacks::spec::AttackSpec;
+use mat_core::attacks::{CarliniWagner, Ddn};
 
 use crate::paper::TABLE2;
 
@@ -47,18 +48,26 @@ fn describe(t: &Table) -> anyhow::Result<String> {
     let n = spec.limit.map_or("the whole test split".to_string(), |l| {
         format!("{l} seeded test samples")
     });
-    Ok(match spec.attack {
-        AttackKind::Cw => format!(
-            "C&W-L2, {} binary-search steps x {} Adam steps of {}, initial constant {}, on {n}",
-            spec.cw.binary_search_steps, spec.cw.steps, spec.cw.step_size, spec.cw.initial_const
-        ),
-        AttackKind::Ddn => format!(
-            "DDN, {} steps, initial norm {}, gamma {}, on {n}",
-            spec.ddn.steps, spec.ddn.init_norm, spec.ddn.gamma
-        ),
+    let section =
+        |e: mat_core::Error| anyhow::anyhow!("{}: metadata `config`: {e}", t.path.display());
+    Ok(match spec.attack.as_str() {
+        "cw" => {
+            let cw: CarliniWagner = spec.section("cw").map_err(section)?;
+            format!(
+                "C&W-L2, {} binary-search steps x {} Adam steps of {}, initial constant {}, on {n}",
+                cw.binary_search_steps, cw.steps, cw.step_size, cw.initial_const
+            )
+        }
+        "ddn" => {
+            let ddn: Ddn = spec.section("ddn").map_err(section)?;
+            format!(
+                "DDN, {} steps, initial norm {}, gamma {}, on {n}",
+                ddn.steps, ddn.init_norm, ddn.gamma
+            )
+        }
         k => format!(
             "{}, eps {:?}, {} steps of {}, on {n}",
-            k.name(),
+            k,
             spec.eps,
             spec.steps,
             spec.step_size

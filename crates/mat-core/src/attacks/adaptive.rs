@@ -13,11 +13,38 @@
 use candle_core::Tensor;
 
 use super::pgd::random_start;
-use super::{gradient_at, project, Attack, Logits, Norm};
+use super::spec::{no_check, Budget, Registration};
+use super::{project, Ascent, Attack, Logits, Norm, Problem};
 use crate::artifact::TensorFile;
-use crate::losses::{cosine_distance, ftc_loss, kl_divergence, so_loss};
+use crate::losses::{mat_objective, trades_objective};
 use crate::rng::SeededRng;
 use crate::{Error, Result};
+
+pub const ADAPTIVE: Registration = Registration {
+    name: "adaptive",
+    summary: "PGD on the model's own training objective, MAT's Eq. 9 or TRADES' (Section 4.4)",
+    budget: Budget::Bounded,
+    norms: &[Norm::Linf],
+    iterative: true,
+    needs_objective: true,
+    section: None,
+    check: no_check,
+    build: |spec, eps, ctx| {
+        Ok(Box::new(AdaptivePgd {
+            steps: spec.steps,
+            step_size: spec.pgd_step(eps),
+            objective: ctx
+                .objective
+                .ok_or_else(|| {
+                    Error::Invalid(
+                        "the adaptive attack needs the model's training objective".into(),
+                    )
+                })?
+                .clone(),
+        }))
+    },
+    examples: &["eps: [0.1]\nsteps: 5\nstep_size: 0.05"],
+};
 
 /// The training objective an adaptive attack ascends.
 #[derive(Debug, Clone)]
@@ -75,7 +102,8 @@ impl AdaptiveObjective {
         }
     }
 
-    /// The objective at `x_adv` for clean `x`, batch mean.
+    /// The objective at `x_adv` for clean `x`, batch mean: the loss the
+    /// model was trained to minimise, from the one definition training uses.
     fn value(
         &self,
         model: &dyn Logits,
@@ -94,19 +122,20 @@ impl AdaptiveObjective {
                         "the adaptive MAT attack needs a model with a feature layer".into(),
                     )
                 })?;
-                let mut loss = ftc_loss(&phi_adv, centers, y)?;
-                if *alpha != 0.0 {
-                    loss = (loss + (so_loss(&phi_adv, centers, y)? * *alpha)?)?;
-                }
-                if *beta != 0.0 {
-                    loss = (loss + (cosine_distance(clean, &phi_adv)?.mean_all()? * *beta)?)?;
-                }
-                Ok(loss)
+                // Eq. 9 at x': FTC and SO of phi(x'), BIBO between phi(x)
+                // and phi(x').
+                let terms = mat_objective(
+                    &phi_adv,
+                    centers,
+                    y,
+                    (*alpha != 0.0).then_some(*alpha),
+                    (*beta != 0.0).then_some((*beta, clean, &phi_adv)),
+                )?;
+                Ok(terms.total)
             }
             Self::Trades { beta } => {
                 let logits = model.logits(x_adv)?;
-                let ce = candle_nn::loss::cross_entropy(&logits, y)?;
-                ce + (kl_divergence(clean, &logits)?.mean_all()? * *beta)?
+                Ok(trades_objective(&logits, y, clean, &logits, *beta)?.total)
             }
         }
     }
@@ -141,24 +170,21 @@ impl Attack for AdaptivePgd {
         Norm::Linf
     }
 
-    fn propose(
-        &self,
-        model: &dyn Logits,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor> {
+    fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
+        let Problem { model, x, y, eps } = *p;
         let clean = self.objective.clean_reference(model, x)?;
-        let start = random_start(x, eps, Norm::Linf, rng)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let mut adv = project(x, &(x + start)?, eps, Norm::Linf)?;
-        for _ in 0..self.steps {
-            let (g, ()) = gradient_at(&adv, |v| {
-                Ok((self.objective.value(model, v, &clean, y)?, ()))
-            })?;
-            adv = project(x, &(adv + (g.sign()? * self.step_size)?)?, eps, Norm::Linf)?;
-        }
-        Ok(adv)
+        let start = project(
+            x,
+            &(x + random_start(x, eps, Norm::Linf, rng)?)?,
+            eps,
+            Norm::Linf,
+        )?;
+        let ascent = Ascent {
+            norm: Norm::Linf,
+            eps,
+            steps: self.steps,
+            step_size: self.step_size,
+        };
+        ascent.run(x, start, |v| self.objective.value(model, v, &clean, y))
     }
 }

@@ -11,10 +11,88 @@
 //! sample keeps the first run that misclassifies it.
 
 use candle_core::{DType, Tensor, D};
+use serde::{Deserialize, Serialize};
 
 use super::pgd::{normalize, random_start};
-use super::{gradient_at, misclassified, per_sample, project, where_samples, Attack, Logits, Norm};
+use super::spec::{at_least_one, bad, AttackSpec, Budget, Registration};
+use super::{
+    gradient_at, misclassified, per_sample, project, where_samples, Attack, Logits, Norm, Problem,
+};
 use crate::rng::SeededRng;
+
+/// APGD's config section `apgd:` (AutoAttack's defaults); `steps` and
+/// `restarts` are the shared keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApgdSpec {
+    /// The fraction of rising steps below which a checkpoint halves the step.
+    pub rho: f64,
+    /// Targeted: the number of target classes, from the 2nd most likely on.
+    pub target_classes: usize,
+}
+
+impl Default for ApgdSpec {
+    fn default() -> Self {
+        Self {
+            rho: 0.75,
+            target_classes: 9,
+        }
+    }
+}
+
+fn check(spec: &AttackSpec) -> crate::Result<()> {
+    let a: ApgdSpec = spec.section("apgd")?;
+    if !(a.rho > 0.0 && a.rho < 1.0) {
+        return Err(bad("apgd.rho", "a number in (0, 1)", a.rho));
+    }
+    at_least_one("apgd.target_classes", a.target_classes)
+}
+
+fn build(spec: &AttackSpec, loss: ApgdLoss) -> crate::Result<Box<dyn Attack>> {
+    let a: ApgdSpec = spec.section("apgd")?;
+    Ok(Box::new(Apgd {
+        norm: spec.norm(),
+        steps: spec.steps,
+        loss,
+        rho: a.rho,
+        restarts: spec.restarts,
+        target_classes: a.target_classes,
+    }))
+}
+
+const APGD_EXAMPLES: &[&str] = &[
+    "eps: [0.3]\nsteps: 10\nrestarts: 2",
+    "eps: [1.0]\nnorm: l2\nsteps: 10",
+];
+
+pub const APGD_CE: Registration = Registration {
+    name: "apgd-ce",
+    summary: "Auto-PGD on the cross-entropy (Croce & Hein)",
+    budget: Budget::Bounded,
+    norms: &[Norm::Linf, Norm::L2],
+    iterative: true,
+    needs_objective: false,
+    section: Some("apgd"),
+    check,
+    build: |spec, _, _| build(spec, ApgdLoss::Ce),
+    examples: APGD_EXAMPLES,
+};
+
+pub const APGD_DLR: Registration = Registration {
+    name: "apgd-dlr",
+    summary: "Auto-PGD on the difference of logits ratio, scale-invariant",
+    build: |spec, _, _| build(spec, ApgdLoss::Dlr),
+    examples: &["eps: [0.05]\nsteps: 10\nrestarts: 2"],
+    ..APGD_CE
+};
+
+pub const APGD_T: Registration = Registration {
+    name: "apgd-t",
+    summary: "targeted Auto-PGD-DLR over the most likely wrong classes",
+    build: |spec, _, _| build(spec, ApgdLoss::DlrTargeted),
+    examples: &["eps: [0.05]\nsteps: 5\napgd: {target_classes: 3}"],
+    ..APGD_CE
+};
 
 /// The loss an APGD run ascends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,18 +189,12 @@ fn sample_losses(
 
 /// A uniform start in the eps-ball (L∞), or on its sphere along a normal
 /// direction (L2, as AutoAttack starts).
-fn start(x: &Tensor, eps: f64, norm: Norm, rng: &mut SeededRng) -> candle_core::Result<Tensor> {
-    let to_candle = |e: crate::Error| candle_core::Error::Msg(e.to_string());
+fn start(x: &Tensor, eps: f64, norm: Norm, rng: &mut SeededRng) -> crate::Result<Tensor> {
     let delta = match norm {
-        Norm::Linf => random_start(x, eps, norm, rng).map_err(to_candle)?,
-        Norm::L2 => {
-            let d = rng
-                .normal(x.shape(), 0.0, 1.0, x.device())
-                .map_err(to_candle)?;
-            (normalize(&d, Norm::L2)? * eps)?
-        }
+        Norm::Linf => random_start(x, eps, norm, rng)?,
+        Norm::L2 => (normalize(&rng.normal(x.shape(), 0.0, 1.0, x.device())?, Norm::L2)? * eps)?,
     };
-    project(x, &(x + delta)?, eps, norm)
+    Ok(project(x, &(x + delta)?, eps, norm)?)
 }
 
 /// Loss `[N]` (host), its input gradient and the misclassified flags.
@@ -166,7 +238,7 @@ impl Apgd {
         t: Option<&Tensor>,
         eps: f64,
         rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor> {
+    ) -> crate::Result<Tensor> {
         let n = x.dim(0)?;
         let dev = x.device();
         let mut adv = start(x, eps, self.norm, rng)?;
@@ -252,7 +324,7 @@ impl Apgd {
                 since_check = 0;
             }
         }
-        where_samples(&fooled, &first_fooled, &best)
+        Ok(where_samples(&fooled, &first_fooled, &best)?)
     }
 }
 
@@ -263,8 +335,8 @@ pub(crate) fn on_robust(
     x: &Tensor,
     y: &Tensor,
     best: &Tensor,
-    run: &mut dyn FnMut(&Tensor, &Tensor, &Tensor) -> candle_core::Result<Tensor>,
-) -> candle_core::Result<Tensor> {
+    run: &mut dyn FnMut(&Tensor, &Tensor, &Tensor) -> crate::Result<Tensor>,
+) -> crate::Result<Tensor> {
     let fooled = misclassified(model, best, y)?.to_vec1::<u8>()?;
     let robust: Vec<u32> = (0..fooled.len() as u32)
         .filter(|&i| fooled[i as usize] == 0)
@@ -287,7 +359,7 @@ pub(crate) fn on_robust(
         &Tensor::ones(robust.len(), DType::U8, best.device())?,
         0,
     )?;
-    where_samples(&mask, &placed, best)
+    Ok(where_samples(&mask, &placed, best)?)
 }
 
 impl Attack for Apgd {
@@ -303,14 +375,8 @@ impl Attack for Apgd {
         self.norm
     }
 
-    fn propose(
-        &self,
-        model: &dyn Logits,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor> {
+    fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
+        let Problem { model, x, y, eps } = *p;
         if self.loss != ApgdLoss::DlrTargeted {
             let mut best = self.one_run(model, x, y, None, eps, rng)?;
             for _ in 1..self.restarts {
@@ -325,7 +391,7 @@ impl Attack for Apgd {
         let order = model.logits(x)?.detach().arg_sort_last_dim(false)?;
         let classes = order.dim(1)?;
         if classes < 4 {
-            return Err(candle_core::Error::Msg(format!(
+            return Err(crate::Error::Invalid(format!(
                 "apgd-t: the targeted DLR loss needs at least 4 classes, the model has {classes}"
             )));
         }

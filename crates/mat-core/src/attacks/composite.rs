@@ -7,9 +7,69 @@
 
 use candle_core::Tensor;
 
+use serde::{Deserialize, Serialize};
+
 use super::apgd::on_robust;
-use super::{project, Attack, Logits, Norm};
+use super::spec::{bad, find, names, Budget, Registration};
+use super::{project, Attack, Norm, Problem};
 use crate::rng::SeededRng;
+
+/// The config section `composite:`: the members, in the order they run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompositeSpec {
+    pub attacks: Vec<String>,
+}
+
+impl Default for CompositeSpec {
+    /// AutoAttack's standard version without FAB and Square.
+    fn default() -> Self {
+        Self {
+            attacks: vec!["apgd-ce".into(), "apgd-t".into()],
+        }
+    }
+}
+
+/// A member runs within the composite's eps, on its own.
+fn can_be_member(r: &Registration) -> bool {
+    r.budget == Budget::Bounded && !r.needs_objective && r.name != COMPOSITE.name
+}
+
+pub const COMPOSITE: Registration = Registration {
+    name: "composite",
+    summary: "the attacks of `composite.attacks` in turn, each on the points still robust",
+    budget: Budget::Bounded,
+    norms: &[Norm::Linf, Norm::L2],
+    iterative: true,
+    needs_objective: false,
+    section: Some("composite"),
+    check: |spec| {
+        let c: CompositeSpec = spec.section("composite")?;
+        if c.attacks.is_empty() {
+            return Err(bad("composite.attacks", "at least one attack", "an empty list"));
+        }
+        for name in &c.attacks {
+            if !find(name).is_ok_and(can_be_member) {
+                return Err(bad(
+                    "composite.attacks",
+                    &format!("bounded attacks ({})", names(can_be_member)),
+                    name,
+                ));
+            }
+        }
+        Ok(())
+    },
+    build: |spec, eps, ctx| {
+        let c: CompositeSpec = spec.section("composite")?;
+        let members = c
+            .attacks
+            .iter()
+            .map(|name| (find(name)?.build)(spec, eps, ctx))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(Box::new(Composite::new(members)?))
+    },
+    examples: &["eps: [0.05]\nsteps: 5\nrestarts: 2\napgd: {target_classes: 3}\ncomposite: {attacks: [fgsm, apgd-ce, apgd-t]}"],
+};
 
 pub struct Composite {
     members: Vec<Box<dyn Attack>>,
@@ -57,21 +117,15 @@ impl Attack for Composite {
         self.members[0].norm()
     }
 
-    fn propose(
-        &self,
-        model: &dyn Logits,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor> {
+    fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
+        let Problem { model, x, y, eps } = *p;
         let norm = self.norm();
         let mut best = x.clone();
         for member in &self.members {
             // Each member's proposal is projected before it is judged, so a
             // point counts as fooled only within the budget.
             best = on_robust(model, x, y, &best, &mut |xs, ys, _| {
-                project(xs, &member.propose(model, xs, ys, eps, rng)?, eps, norm)
+                project(xs, &member.propose(&p.on(xs, ys), rng)?, eps, norm).map_err(Into::into)
             })?;
         }
         Ok(best)

@@ -12,10 +12,32 @@
 
 use candle_core::{DType, Tensor, Var, D};
 
-use super::{norms, where_samples, Attack, Logits, Norm};
+use serde::{Deserialize, Serialize};
+
+use super::spec::{at_least_one, AttackSpec, Budget, Registration};
+use super::{norms, where_samples, Attack, Norm, Problem};
 use crate::rng::SeededRng;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+pub const CW: Registration = Registration {
+    name: "cw",
+    summary: "Carlini & Wagner's L2 attack, foolbox 3's semantics",
+    budget: Budget::MinimumNorm,
+    norms: &[Norm::L2],
+    iterative: false,
+    needs_objective: false,
+    section: Some("cw"),
+    check: |spec| {
+        let cw: CarliniWagner = spec.section("cw")?;
+        at_least_one("cw.steps", cw.steps)?;
+        at_least_one("cw.binary_search_steps", cw.binary_search_steps)
+    },
+    build: |spec: &AttackSpec, _, _| Ok(Box::new(spec.section::<CarliniWagner>("cw")?)),
+    examples: &["norm: l2\ncw: {binary_search_steps: 2, steps: 10}"],
+};
+
+/// The attack and its config section `cw:` (foolbox 3's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CarliniWagner {
     pub binary_search_steps: usize,
     pub steps: usize,
@@ -73,14 +95,8 @@ impl Attack for CarliniWagner {
         true
     }
 
-    fn propose(
-        &self,
-        model: &dyn Logits,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        _rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor> {
+    fn propose(&self, p: &Problem, _rng: &mut SeededRng) -> crate::Result<Tensor> {
+        let Problem { model, x, y, .. } = *p;
         let dev = x.device();
         let n = x.dim(0)?;
         let y = y.to_dtype(DType::U32)?;

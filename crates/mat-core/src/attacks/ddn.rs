@@ -11,12 +11,30 @@
 
 use candle_core::{DType, Tensor};
 
+use serde::{Deserialize, Serialize};
+
+use super::spec::{at_least_one, AttackSpec, Budget, Registration};
 use super::{
-    input_gradient, misclassified, norms, per_sample, where_samples, Attack, Logits, Norm,
+    input_gradient, misclassified, norms, per_sample, where_samples, Attack, Norm, Problem,
 };
 use crate::rng::SeededRng;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+pub const DDN: Registration = Registration {
+    name: "ddn",
+    summary: "Decoupled Direction and Norm, foolbox 3's semantics",
+    budget: Budget::MinimumNorm,
+    norms: &[Norm::L2],
+    iterative: false,
+    needs_objective: false,
+    section: Some("ddn"),
+    check: |spec| at_least_one("ddn.steps", spec.section::<Ddn>("ddn")?.steps),
+    build: |spec: &AttackSpec, _, _| Ok(Box::new(spec.section::<Ddn>("ddn")?)),
+    examples: &["norm: l2\nddn: {steps: 10}"],
+};
+
+/// The attack and its config section `ddn:`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Ddn {
     pub steps: usize,
     pub init_norm: f64,
@@ -47,15 +65,8 @@ impl Attack for Ddn {
         true
     }
 
-    fn propose(
-        &self,
-        model: &dyn Logits,
-        x: &Tensor,
-        y: &Tensor,
-        _eps: f64,
-        rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor> {
-        let to_candle = |e: crate::Error| candle_core::Error::Msg(e.to_string());
+    fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
+        let Problem { model, x, y, .. } = *p;
         let n = x.dim(0)?;
         let shape = per_sample(x)?;
         // The largest L2 distance from x inside [0, 1]: the budget's cap.
@@ -79,12 +90,7 @@ impl Attack for Ddn {
             // A zero gradient (a saturated model) gets a random direction.
             let g_norm = norms(&g, Norm::L2)?;
             let zero = g_norm.eq(0f32)?;
-            let g = where_samples(
-                &zero,
-                &rng.normal(x.shape(), 0.0, 1.0, x.device())
-                    .map_err(to_candle)?,
-                &g,
-            )?;
+            let g = where_samples(&zero, &rng.normal(x.shape(), 0.0, 1.0, x.device())?, &g)?;
             let g_norm = norms(&g, Norm::L2)?.clamp(1e-12, f64::MAX)?;
             delta = (delta
                 + g.broadcast_div(&g_norm.reshape(shape.as_slice())?)?
@@ -102,6 +108,6 @@ impl Attack for Ddn {
         let adv = (x + &delta)?;
         let is_adv = misclassified(model, &adv, y)?;
         let better = is_adv.mul(&norms(&delta, Norm::L2)?.lt(&best_norm)?)?;
-        where_samples(&better, &adv, &best)
+        Ok(where_samples(&better, &adv, &best)?)
     }
 }

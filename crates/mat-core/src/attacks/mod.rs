@@ -19,7 +19,7 @@ pub use apgd::{Apgd, ApgdLoss};
 pub use composite::Composite;
 pub use cw::CarliniWagner;
 pub use ddn::Ddn;
-pub use pgd::{Pgd, Target};
+pub use pgd::{Ascent, Pgd, Target};
 
 use crate::rng::SeededRng;
 
@@ -45,6 +45,16 @@ impl<F: Fn(&Tensor) -> candle_core::Result<Tensor>> Logits for F {
 pub enum Norm {
     Linf,
     L2,
+}
+
+impl Norm {
+    /// The name in configs: `linf` or `l2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Norm::Linf => "linf",
+            Norm::L2 => "l2",
+        }
+    }
 }
 
 /// Per-sample norms of `d` `[N, ...]` → `[N]`.
@@ -87,8 +97,7 @@ pub fn project(x: &Tensor, x_adv: &Tensor, eps: f64, norm: Norm) -> candle_core:
 /// batch size.
 pub fn input_gradient(model: &dyn Logits, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     gradient_at(x, |v| {
-        let loss = (candle_nn::loss::cross_entropy(&model.logits(v)?, y)? * x.dim(0)? as f64)?;
-        Ok((loss, ()))
+        Ok((crate::losses::cross_entropy_sum(&model.logits(v)?, y)?, ()))
     })
     .map(|(g, ())| g)
 }
@@ -127,6 +136,26 @@ pub(crate) fn misclassified(
         .ne(&y.to_dtype(DType::U32)?)
 }
 
+/// One batch under attack: the model, the clean points `x` `[N, ...]`, their
+/// labels `y` `[N]` and the budget `eps` (infinite for minimum-norm attacks).
+#[derive(Clone, Copy)]
+pub struct Problem<'a> {
+    pub model: &'a dyn Logits,
+    pub x: &'a Tensor,
+    pub y: &'a Tensor,
+    pub eps: f64,
+}
+
+impl<'a> Problem<'a> {
+    /// The same model and budget over other points (a subset of the batch).
+    pub fn on<'b>(&self, x: &'b Tensor, y: &'b Tensor) -> Problem<'b>
+    where
+        'a: 'b,
+    {
+        Problem { x, y, ..*self }
+    }
+}
+
 /// An attack: proposes adversarial points for a batch at budget `eps`.
 pub trait Attack {
     fn name(&self) -> &'static str;
@@ -137,14 +166,7 @@ pub trait Attack {
     fn minimum_norm(&self) -> bool {
         false
     }
-    fn propose(
-        &self,
-        model: &dyn Logits,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor>;
+    fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor>;
 }
 
 /// What an attack did to one batch.
@@ -194,7 +216,7 @@ pub fn run_attack(
     let proposal = if eps == 0.0 {
         x.clone()
     } else {
-        attack.propose(model, x, y, eps, rng)?
+        attack.propose(&Problem { model, x, y, eps }, rng)?
     };
     let adv = project(x, &proposal, eps, attack.norm())?;
     let pred = |t: &Tensor| -> candle_core::Result<Vec<u32>> {

@@ -11,8 +11,57 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::{input_gradient, norms, per_sample, project, Attack, Logits, Norm};
+use super::spec::{no_check, AttackSpec, Budget, Registration, TargetSpec};
+use super::{
+    gradient_at, misclassified, norms, per_sample, project, where_samples, Attack, Logits, Norm,
+    Problem,
+};
+use crate::losses::cross_entropy_sum;
 use crate::rng::SeededRng;
+
+pub const FGSM: Registration = Registration {
+    name: "fgsm",
+    summary: "one signed-gradient step of size eps (Goodfellow et al.)",
+    budget: Budget::Bounded,
+    norms: &[Norm::Linf],
+    iterative: false,
+    needs_objective: false,
+    section: None,
+    check: no_check,
+    build: |_, _, _| Ok(Box::new(Pgd::fgsm())),
+    examples: &["eps: [0.3]"],
+};
+
+pub const PGD: Registration = Registration {
+    name: "pgd",
+    summary: "projected gradient descent on the cross-entropy, optionally targeted (`target`) with restarts (Madry et al.)",
+    budget: Budget::Bounded,
+    norms: &[Norm::Linf, Norm::L2],
+    iterative: true,
+    needs_objective: false,
+    section: None,
+    check: no_check,
+    build: |spec: &AttackSpec, eps, _| {
+        Ok(Box::new(Pgd {
+            norm: spec.norm(),
+            steps: spec.steps,
+            step_size: spec.pgd_step(eps),
+            random_start: spec.random_start,
+            restarts: spec.restarts,
+            target: match spec.target {
+                TargetSpec::None => Target::Untargeted,
+                TargetSpec::Random => Target::Random,
+                TargetSpec::LeastLikely => Target::LeastLikely,
+            },
+        }))
+    },
+    examples: &[
+        "eps: [0.3]\nsteps: 10\nstep_size: 0.05",
+        "eps: [2.0]\nnorm: l2\nsteps: 10\nstep_size: 0.5\nrestarts: 2",
+        "eps: [0.1]\nsteps: 3\nstep_size: 0.5\nrandom_start: false\ntarget: least-likely",
+        "eps: [0.1]\nsteps: 5\nstep_size: 0.05\nrestarts: 3\ntarget: random",
+    ],
+};
 
 /// Which class a PGD step moves towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +143,22 @@ pub(crate) fn random_start(
     })
 }
 
+/// A class drawn uniformly from the `classes - 1` wrong ones, per label of
+/// `y` `[N]`: the targets of targeted PGD and of adversarial MMC training.
+pub(crate) fn random_wrong_classes(
+    y: &Tensor,
+    classes: usize,
+    rng: &mut SeededRng,
+) -> crate::Result<Tensor> {
+    let t: Vec<u32> = y
+        .to_dtype(DType::U32)?
+        .to_vec1::<u32>()?
+        .iter()
+        .map(|&l| (l + 1 + rng.below(classes - 1) as u32) % classes as u32)
+        .collect();
+    Ok(Tensor::new(t.as_slice(), y.device())?)
+}
+
 /// The steepest-ascent direction of a norm: sign for L∞, unit L2 per sample.
 pub(crate) fn normalize(g: &Tensor, norm: Norm) -> candle_core::Result<Tensor> {
     match norm {
@@ -102,6 +167,39 @@ pub(crate) fn normalize(g: &Tensor, norm: Norm) -> candle_core::Result<Tensor> {
             let n = norms(g, Norm::L2)?.clamp(1e-12, f64::MAX)?;
             g.broadcast_div(&n.reshape(per_sample(g)?)?)
         }
+    }
+}
+
+/// Steepest ascent of a gain in the eps-ball: `steps` steps of
+/// `step_size` along the gain's normalised input gradient (its sign in L∞,
+/// Madry et al.'s Eq. 2), each projected into the ball and [0, 1]. The one
+/// ascent behind PGD, the adaptive attack (Section 4.4) and the inner
+/// maximisation of adversarial training, so an attack and a training
+/// objective move points the same way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ascent {
+    pub norm: Norm,
+    pub eps: f64,
+    pub steps: usize,
+    pub step_size: f64,
+}
+
+impl Ascent {
+    /// Ascends `gain` (a scalar, summed or averaged over the batch) from
+    /// `start`, staying within the ball around `x`.
+    pub fn run(
+        &self,
+        x: &Tensor,
+        start: Tensor,
+        mut gain: impl FnMut(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> crate::Result<Tensor> {
+        let mut adv = start;
+        for _ in 0..self.steps {
+            let (g, ()) = gradient_at(&adv, |v| Ok((gain(v)?, ())))?;
+            let moved = (&adv + (normalize(&g, self.norm)? * self.step_size)?)?;
+            adv = project(x, &moved, self.eps, self.norm)?;
+        }
+        Ok(adv)
     }
 }
 
@@ -118,25 +216,15 @@ impl Attack for Pgd {
         self.norm
     }
 
-    fn propose(
-        &self,
-        model: &dyn Logits,
-        x: &Tensor,
-        y: &Tensor,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor> {
+    fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
+        let Problem { model, x, y, eps } = *p;
         let target = self.targets(model, x, y, rng)?;
         let mut best = self.one_run(model, x, y, target.as_ref(), eps, rng)?;
         for _ in 1..self.restarts {
             // Samples already misclassified keep their point.
-            let fooled = model
-                .logits(&best)?
-                .argmax(D::Minus1)?
-                .ne(&y.to_dtype(DType::U32)?)?;
+            let fooled = misclassified(model, &best, y)?;
             let run = self.one_run(model, x, y, target.as_ref(), eps, rng)?;
-            let keep = fooled.reshape(per_sample(x)?)?.broadcast_as(x.shape())?;
-            best = keep.where_cond(&best, &run)?;
+            best = where_samples(&fooled, &best, &run)?;
         }
         Ok(best)
     }
@@ -150,18 +238,13 @@ impl Pgd {
         x: &Tensor,
         y: &Tensor,
         rng: &mut SeededRng,
-    ) -> candle_core::Result<Option<Tensor>> {
+    ) -> crate::Result<Option<Tensor>> {
         Ok(match self.target {
             Target::Untargeted => None,
             Target::LeastLikely => Some(model.logits(x)?.argmin(D::Minus1)?),
             Target::Random => {
                 let classes = model.logits(&x.narrow(0, 0, 1)?)?.dim(1)?;
-                let labels = y.to_dtype(DType::U32)?.to_vec1::<u32>()?;
-                let t: Vec<u32> = labels
-                    .iter()
-                    .map(|&l| (l + 1 + rng.below(classes - 1) as u32) % classes as u32)
-                    .collect();
-                Some(Tensor::new(t.as_slice(), x.device())?)
+                Some(random_wrong_classes(y, classes, rng)?)
             }
         })
     }
@@ -174,32 +257,28 @@ impl Pgd {
         target: Option<&Tensor>,
         eps: f64,
         rng: &mut SeededRng,
-    ) -> candle_core::Result<Tensor> {
-        let to_candle = |e: crate::Error| candle_core::Error::Msg(e.to_string());
+    ) -> crate::Result<Tensor> {
         let step = if self.is_fgsm() { eps } else { self.step_size };
-        let mut adv = if self.random_start {
+        let start = if self.random_start {
             project(
                 x,
-                &(x + random_start(x, eps, self.norm, rng).map_err(to_candle)?)?,
+                &(x + random_start(x, eps, self.norm, rng)?)?,
                 eps,
                 self.norm,
             )?
         } else {
             x.clone()
         };
-        for _ in 0..self.steps {
+        let ascent = Ascent {
+            norm: self.norm,
+            eps,
+            steps: self.steps,
+            step_size: step,
+        };
+        ascent.run(x, start, |v| match target {
+            None => cross_entropy_sum(&model.logits(v)?, y),
             // Targeted: descend the target's cross-entropy.
-            let g = match target {
-                None => input_gradient(model, &adv, y)?,
-                Some(t) => input_gradient(model, &adv, t)?.neg()?,
-            };
-            adv = project(
-                x,
-                &(adv + (normalize(&g, self.norm)? * step)?)?,
-                eps,
-                self.norm,
-            )?;
-        }
-        Ok(adv)
+            Some(t) => cross_entropy_sum(&model.logits(v)?, t)?.neg(),
+        })
     }
 }

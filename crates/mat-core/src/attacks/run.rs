@@ -15,14 +15,15 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
-use super::spec::AttackSpec;
+use super::spec::{AttackSpec, Context};
 use super::{run_attack, AdaptiveObjective, Logits};
-use crate::artifact::{write_table, Columns, Metadata, TableWriter};
-use crate::data::Split;
+use crate::artifact::{hash_file, write_table, Columns, Metadata, TableWriter, TensorFile};
+use crate::data::{self, DataDir, Split};
+use crate::models::Classifier;
 use crate::rng::SeededRng;
-use crate::Result;
+use crate::{Error, Result};
 
 pub const ADV: &str = "adv.parquet";
 pub const SUMMARY: &str = "summary.parquet";
@@ -96,6 +97,101 @@ fn summarise(rec: &Record, eps: f64, minimum_norm: bool) -> SummaryRow {
     }
 }
 
+/// Everything an attack run needs, loaded and checked before the first
+/// batch: the config, the model (and its training objective where the
+/// attack ascends it), the attacked samples and the provenance of the
+/// outputs.
+pub struct Prepared {
+    pub spec: AttackSpec,
+    pub model: Classifier,
+    pub objective: Option<AdaptiveObjective>,
+    /// The attacked samples, on the device.
+    pub split: Split,
+    /// Their indices in the dataset's split.
+    pub indices: Vec<u32>,
+    pub metadata: Metadata,
+}
+
+/// Checks `spec`, reads the model and the dataset and checks that they fit
+/// each other; every problem is an error here, naming the file at fault.
+pub fn prepare(spec: AttackSpec, data_dir: &DataDir, device: &Device) -> Result<Prepared> {
+    spec.validate()?;
+    let file = TensorFile::read(&spec.model, device)?;
+    let model = Classifier::from_file(&file)?;
+    // The adaptive attack's objective comes from the model file; a file
+    // without it is refused here, before any data is read.
+    let objective = if spec.registration()?.needs_objective {
+        Some(AdaptiveObjective::from_model_file(&file)?)
+    } else {
+        None
+    };
+    drop(file);
+    let ds = data::load(data_dir, &spec.data)?;
+    let full = if spec.split == "test" {
+        &ds.test
+    } else {
+        &ds.train
+    };
+    model
+        .check_input(full.images.dims())
+        .map_err(|e| Error::format(&spec.model, format!("{e} (dataset `{}`)", spec.data)))?;
+    if ds.num_classes() != model.num_classes {
+        return Err(Error::Metadata {
+            path: spec.model.clone(),
+            key: "num_classes".into(),
+            expected: format!(
+                "{} (the classes of dataset `{}`)",
+                ds.num_classes(),
+                spec.data
+            ),
+            found: model.num_classes.to_string(),
+        });
+    }
+    let seed = spec.limit.map(|_| spec.seed);
+    let indices = full.subset_indices(spec.limit, seed);
+    let split = full.subset(spec.limit, seed)?.to_device(device)?;
+    let mut metadata = Metadata::new();
+    metadata.insert("attack".into(), spec.attack.clone());
+    metadata.insert(
+        "config".into(),
+        serde_yaml::to_string(&spec)
+            .map_err(|e| Error::Invalid(format!("cannot serialise the config: {e}")))?,
+    );
+    metadata.insert("seed".into(), spec.seed.to_string());
+    metadata.insert("model_hash".into(), hash_file(&spec.model)?);
+    metadata.insert("data".into(), spec.data.clone());
+    metadata.insert("data_hash".into(), split.hash()?);
+    metadata.insert("split".into(), spec.split.clone());
+    metadata.insert(
+        "producer".into(),
+        format!("mat-attack {}", env!("CARGO_PKG_VERSION")),
+    );
+    Ok(Prepared {
+        spec,
+        model,
+        objective,
+        split,
+        indices,
+        metadata,
+    })
+}
+
+impl Prepared {
+    /// Runs every budget into `out` (see [`run`]).
+    pub fn run(&self, out: &Path, events: &mut dyn FnMut(Event)) -> Result<Vec<SummaryRow>> {
+        run(
+            &self.spec,
+            &self.model,
+            self.objective.as_ref(),
+            &self.split,
+            &self.indices,
+            out,
+            self.metadata.clone(),
+            events,
+        )
+    }
+}
+
 /// Attacks `split` (whose samples are `indices` of the dataset split) with
 /// every budget of `spec`, writing `adv.parquet` and `summary.parquet` into
 /// `out`; `metadata` is provenance added to both files. `objective` is
@@ -126,7 +222,7 @@ pub fn run(
     };
     let mut summary = Vec::new();
     for &eps in &runs {
-        let attack = spec.build(eps, objective)?;
+        let attack = spec.build(eps, Context { objective })?;
         let mut rng = SeededRng::for_purpose(spec.seed, &format!("{}/{eps}", attack.name()));
         let mut rec = Record::default();
         events(Event::Start {

@@ -1,35 +1,125 @@
-//! The config of `mat-attack`: which attack, its parameters, the budgets
-//! (`eps`, a list), the data and the seed. Unknown keys are errors; every
-//! value is checked before any work starts.
+//! The config of `mat-attack` and the registry of attacks.
+//!
+//! A config names its attack, the budgets (`eps`, a list), the data, the
+//! seed and the keys every gradient attack shares (`steps`, `step_size`,
+//! `restarts`, …). An attack with settings of its own reads them from its
+//! section (`cw:`, `ddn:`, `apgd:`, `composite:`), a type its module owns
+//! (serde, `Default` = the reference's defaults). [`REGISTRY`] is the one
+//! list of attacks: configs, `mat-attack --help`, composites and the
+//! invariant test all read it, so a new attack is one file plus one line
+//! there. Unknown keys are errors; every value is checked before any work
+//! starts.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    AdaptiveObjective, AdaptivePgd, Apgd, ApgdLoss, Attack, CarliniWagner, Composite, Ddn, Norm,
-    Pgd, Target,
-};
+use super::{adaptive, apgd, composite, cw, ddn, pgd, AdaptiveObjective, Attack, Norm};
 use crate::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttackKind {
-    Fgsm,
-    Pgd,
-    Cw,
-    Ddn,
-    /// APGD on the cross-entropy.
-    ApgdCe,
-    /// APGD on the difference of logits ratio.
-    ApgdDlr,
-    /// Targeted APGD-DLR over the most likely wrong classes.
-    ApgdT,
-    /// The attacks of `composite.attacks` in turn, each on the points
-    /// still robust (AutoAttack's standard version without FAB and Square).
-    Composite,
-    /// PGD on the model's own training objective (MAT or TRADES).
-    Adaptive,
+/// Whether an attack works within a budget or searches for the smallest
+/// perturbation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Within the eps-ball of each `eps` of the config.
+    Bounded,
+    /// Minimum-norm (C&W, DDN): runs once; its robust accuracy at an eps
+    /// comes from the norms it found.
+    MinimumNorm,
+}
+
+/// What building an attack may need beside its config.
+#[derive(Default, Clone, Copy)]
+pub struct Context<'a> {
+    /// The attacked model's training objective (read from its file by
+    /// [`AdaptiveObjective::from_model_file`]): the adaptive attack's loss.
+    pub objective: Option<&'a AdaptiveObjective>,
+}
+
+/// One attack of the registry.
+pub struct Registration {
+    /// The name in configs and on the command line.
+    pub name: &'static str,
+    /// One line for `mat-attack --help`.
+    pub summary: &'static str,
+    pub budget: Budget,
+    /// The norms it attacks in; the first is its default.
+    pub norms: &'static [Norm],
+    /// Reads the shared `steps` and `step_size` keys.
+    pub iterative: bool,
+    /// Needs [`Context::objective`].
+    pub needs_objective: bool,
+    /// Its own config section, if it has settings beyond the shared keys.
+    pub section: Option<&'static str>,
+    /// Checks its section and the shared values it reads.
+    pub check: fn(&AttackSpec) -> Result<()>,
+    /// The attack for budget `eps`.
+    pub build: fn(&AttackSpec, f64, Context) -> Result<Box<dyn Attack>>,
+    /// Configs with small budgets (YAML keys over a base config, each with
+    /// its `eps`): the invariant test runs every one.
+    pub examples: &'static [&'static str],
+}
+
+/// Every attack `mat-attack` can run, in the order `--help` lists them.
+pub const REGISTRY: &[&Registration] = &[
+    &pgd::FGSM,
+    &pgd::PGD,
+    &cw::CW,
+    &ddn::DDN,
+    &apgd::APGD_CE,
+    &apgd::APGD_DLR,
+    &apgd::APGD_T,
+    &composite::COMPOSITE,
+    &adaptive::ADAPTIVE,
+];
+
+/// The registered attack called `name`.
+pub fn find(name: &str) -> Result<&'static Registration> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|r| r.name == name)
+        .ok_or_else(|| {
+            bad(
+                "attack",
+                &format!("one of {}", names(|_| true)),
+                format!("unknown variant `{name}`"),
+            )
+        })
+}
+
+/// The names of the registered attacks that satisfy `keep`, comma-separated.
+pub fn names(keep: impl Fn(&Registration) -> bool) -> String {
+    REGISTRY
+        .iter()
+        .filter(|r| keep(r))
+        .map(|r| r.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The attacks as `mat-attack --help` lists them.
+pub fn help() -> String {
+    let mut s = String::from("Attacks (--attack):\n");
+    for r in REGISTRY {
+        let norms: Vec<&str> = r.norms.iter().map(|n| n.name()).collect();
+        let budget = match r.budget {
+            Budget::Bounded => "bounded",
+            Budget::MinimumNorm => "minimum norm",
+        };
+        s.push_str(&format!(
+            "  {:<10} {} ({budget}; {}{})\n",
+            r.name,
+            r.summary,
+            norms.join(", "),
+            r.section
+                .map(|k| format!("; settings under `{k}:`"))
+                .unwrap_or_default()
+        ));
+    }
+    s
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,152 +137,8 @@ pub enum TargetSpec {
     LeastLikely,
 }
 
-/// C&W-L2 (foolbox 3's defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CwSpec {
-    #[serde(default = "cw_bs")]
-    pub binary_search_steps: usize,
-    #[serde(default = "cw_steps")]
-    pub steps: usize,
-    #[serde(default = "cw_step")]
-    pub step_size: f64,
-    #[serde(default)]
-    pub confidence: f64,
-    #[serde(default = "cw_c")]
-    pub initial_const: f64,
-    #[serde(default = "yes")]
-    pub abort_early: bool,
-}
-
-fn cw_bs() -> usize {
-    9
-}
-fn cw_steps() -> usize {
-    10_000
-}
-fn cw_step() -> f64 {
-    0.01
-}
-fn cw_c() -> f64 {
-    1e-3
-}
-fn yes() -> bool {
-    true
-}
-
-impl Default for CwSpec {
-    fn default() -> Self {
-        Self {
-            binary_search_steps: cw_bs(),
-            steps: cw_steps(),
-            step_size: cw_step(),
-            confidence: 0.0,
-            initial_const: cw_c(),
-            abort_early: true,
-        }
-    }
-}
-
-/// DDN (foolbox 3.3's defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DdnSpec {
-    #[serde(default = "ddn_steps")]
-    pub steps: usize,
-    #[serde(default = "one")]
-    pub init_norm: f64,
-    #[serde(default = "ddn_gamma")]
-    pub gamma: f64,
-}
-
-fn ddn_steps() -> usize {
-    100
-}
-fn one() -> f64 {
-    1.0
-}
-fn ddn_gamma() -> f64 {
-    0.05
-}
-
-impl Default for DdnSpec {
-    fn default() -> Self {
-        Self {
-            steps: ddn_steps(),
-            init_norm: 1.0,
-            gamma: ddn_gamma(),
-        }
-    }
-}
-
-impl AttackKind {
-    /// The name in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fgsm => "fgsm",
-            Self::Pgd => "pgd",
-            Self::Cw => "cw",
-            Self::Ddn => "ddn",
-            Self::ApgdCe => "apgd-ce",
-            Self::ApgdDlr => "apgd-dlr",
-            Self::ApgdT => "apgd-t",
-            Self::Composite => "composite",
-            Self::Adaptive => "adaptive",
-        }
-    }
-}
-
-/// APGD (AutoAttack's defaults; `steps` is the shared `steps` key).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApgdSpec {
-    #[serde(default = "rho")]
-    pub rho: f64,
-    /// Targeted: the number of target classes, from the 2nd most likely on.
-    #[serde(default = "target_classes")]
-    pub target_classes: usize,
-}
-
-fn rho() -> f64 {
-    0.75
-}
-fn target_classes() -> usize {
-    9
-}
-
-impl Default for ApgdSpec {
-    fn default() -> Self {
-        Self {
-            rho: rho(),
-            target_classes: target_classes(),
-        }
-    }
-}
-
-/// The members of a composite attack, in the order they run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompositeSpec {
-    #[serde(default = "composite_attacks")]
-    pub attacks: Vec<AttackKind>,
-}
-
-fn composite_attacks() -> Vec<AttackKind> {
-    vec![AttackKind::ApgdCe, AttackKind::ApgdT]
-}
-
-impl Default for CompositeSpec {
-    fn default() -> Self {
-        Self {
-            attacks: composite_attacks(),
-        }
-    }
-}
-
 /// A `mat-attack` config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AttackSpec {
     /// A model file written by `mat-train`.
     pub model: PathBuf,
@@ -201,13 +147,15 @@ pub struct AttackSpec {
     /// `test` or `train`.
     #[serde(default = "test_split")]
     pub split: String,
-    pub attack: AttackKind,
+    /// A name of [`REGISTRY`].
+    pub attack: String,
     /// Budgets, each run in turn (bounded attacks); for C&W and DDN the
     /// budgets at which robust accuracy is computed from the norms found.
     #[serde(default)]
     pub eps: Vec<f64>,
-    #[serde(default = "linf")]
-    pub norm: NormSpec,
+    /// The attack's norm; absent: its first (L∞ where it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm: Option<NormSpec>,
     /// PGD steps.
     #[serde(default = "pgd_steps")]
     pub steps: usize,
@@ -220,14 +168,6 @@ pub struct AttackSpec {
     pub restarts: usize,
     #[serde(default = "no_target")]
     pub target: TargetSpec,
-    #[serde(default)]
-    pub cw: CwSpec,
-    #[serde(default)]
-    pub ddn: DdnSpec,
-    #[serde(default)]
-    pub apgd: ApgdSpec,
-    #[serde(default)]
-    pub composite: CompositeSpec,
     /// Attack a seeded subset of this many samples; all if absent.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -235,16 +175,20 @@ pub struct AttackSpec {
     pub seed: u64,
     #[serde(default = "batch")]
     pub batch_size: usize,
+    /// The attacks' own sections (`cw:`, `apgd:`, …), each read by the
+    /// module that owns it; any other key is refused by [`Self::validate`].
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, serde_yaml::Value>,
 }
 
 fn test_split() -> String {
     "test".into()
 }
-fn linf() -> NormSpec {
-    NormSpec::Linf
-}
 fn pgd_steps() -> usize {
     40
+}
+fn yes() -> bool {
+    true
 }
 fn one_usize() -> usize {
     1
@@ -256,13 +200,52 @@ fn batch() -> usize {
     250
 }
 
-fn bad(field: &str, expected: &str, found: impl std::fmt::Display) -> Error {
+/// `field: expected …, found …`.
+pub(crate) fn bad(field: &str, expected: &str, found: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{field}: expected {expected}, found {found}"))
 }
 
+/// Refuses 0 for a count.
+pub(crate) fn at_least_one(field: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        return Err(bad(field, "at least 1", 0));
+    }
+    Ok(())
+}
+
+/// The check of an attack without settings of its own.
+pub(crate) fn no_check(_: &AttackSpec) -> Result<()> {
+    Ok(())
+}
+
 impl AttackSpec {
+    /// Reads a config file with its `--set` overrides and checks every
+    /// value; a problem names the file.
+    pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
+        let spec: Self = crate::config::load(path, sets)?;
+        spec.validate().map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+        Ok(spec)
+    }
+
+    /// The registered attack of this config.
+    pub fn registration(&self) -> Result<&'static Registration> {
+        find(&self.attack)
+    }
+
+    /// The section `key` as its owner's type; its defaults when absent.
+    pub fn section<T: DeserializeOwned + Default>(&self, key: &str) -> Result<T> {
+        match self.sections.get(key) {
+            None => Ok(T::default()),
+            Some(v) => serde_yaml::from_value(v.clone()).map_err(|e| bad(key, "its settings", e)),
+        }
+    }
+
     /// Checks every value; the first problem is the error.
     pub fn validate(&self) -> Result<()> {
+        let reg = self.registration()?;
         if !matches!(self.split.as_str(), "test" | "train") {
             return Err(bad("split", "`test` or `train`", &self.split));
         }
@@ -272,174 +255,106 @@ impl AttackSpec {
         if let Some(e) = self.eps.iter().find(|e| !(e.is_finite() && **e >= 0.0)) {
             return Err(bad("eps", "numbers >= 0", e));
         }
-        if self.iterative() {
-            if self.steps == 0 {
-                return Err(bad("steps", "at least 1", 0));
-            }
+        if reg.iterative {
+            at_least_one("steps", self.steps)?;
             if let Some(s) = self.step_size {
                 if !(s.is_finite() && s > 0.0) {
                     return Err(bad("step_size", "a number > 0", s));
                 }
             }
         }
-        if self.restarts == 0 {
-            return Err(bad("restarts", "at least 1", 0));
+        at_least_one("restarts", self.restarts)?;
+        at_least_one("batch_size", self.batch_size)?;
+        for key in self.sections.keys() {
+            let owner = REGISTRY
+                .iter()
+                .find(|r| r.section == Some(key.as_str()))
+                .ok_or_else(|| {
+                    let sections: Vec<&str> = REGISTRY.iter().filter_map(|r| r.section).collect();
+                    bad(
+                        key,
+                        &format!(
+                            "a key of the attack config or an attack's section ({})",
+                            sections.join(", ")
+                        ),
+                        format!("unknown field `{key}`"),
+                    )
+                })?;
+            (owner.check)(self)?;
         }
-        if self.batch_size == 0 {
-            return Err(bad("batch_size", "at least 1", 0));
-        }
-        if self.attack == AttackKind::Cw && (self.cw.steps == 0 || self.cw.binary_search_steps == 0)
-        {
-            return Err(bad("cw.steps / cw.binary_search_steps", "at least 1", 0));
-        }
-        if self.attack == AttackKind::Ddn && self.ddn.steps == 0 {
-            return Err(bad("ddn.steps", "at least 1", 0));
-        }
-        if !(self.apgd.rho > 0.0 && self.apgd.rho < 1.0) {
-            return Err(bad("apgd.rho", "a number in (0, 1)", self.apgd.rho));
-        }
-        if self.apgd.target_classes == 0 {
-            return Err(bad("apgd.target_classes", "at least 1", 0));
-        }
-        if self.attack == AttackKind::Composite {
-            if self.composite.attacks.is_empty() {
-                return Err(bad(
-                    "composite.attacks",
-                    "at least one attack",
-                    "an empty list",
-                ));
-            }
-            if let Some(k) = self.composite.attacks.iter().find(|k| {
-                matches!(
-                    k,
-                    AttackKind::Cw | AttackKind::Ddn | AttackKind::Composite | AttackKind::Adaptive
-                )
-            }) {
-                return Err(bad(
-                    "composite.attacks",
-                    "bounded attacks (fgsm, pgd, apgd-ce, apgd-dlr, apgd-t)",
-                    k.name(),
-                ));
-            }
-        }
-        if self.attack == AttackKind::Adaptive && self.norm == NormSpec::L2 {
-            return Err(bad("norm", "linf for the adaptive attack", "l2"));
-        }
-        if self.attack == AttackKind::Fgsm && self.norm == NormSpec::L2 {
-            return Err(bad("norm", "linf for FGSM", "l2"));
+        (reg.check)(self)?;
+        if !reg.norms.contains(&self.norm()) {
+            let norms: Vec<&str> = reg.norms.iter().map(|n| n.name()).collect();
+            return Err(bad(
+                "norm",
+                &format!("{} for {}", norms.join(" or "), reg.name),
+                self.norm().name(),
+            ));
         }
         Ok(())
     }
 
     pub fn minimum_norm(&self) -> bool {
-        matches!(self.attack, AttackKind::Cw | AttackKind::Ddn)
+        self.registration()
+            .is_ok_and(|r| r.budget == Budget::MinimumNorm)
     }
 
-    /// The attack takes `steps` and `step_size`.
-    fn iterative(&self) -> bool {
-        matches!(
-            self.attack,
-            AttackKind::Pgd
-                | AttackKind::ApgdCe
-                | AttackKind::ApgdDlr
-                | AttackKind::ApgdT
-                | AttackKind::Composite
-                | AttackKind::Adaptive
-        )
-    }
-
-    fn norm(&self) -> Norm {
+    pub fn norm(&self) -> Norm {
         match self.norm {
-            NormSpec::Linf => Norm::Linf,
-            NormSpec::L2 => Norm::L2,
+            Some(NormSpec::Linf) => Norm::Linf,
+            Some(NormSpec::L2) => Norm::L2,
+            None => self.registration().map_or(Norm::Linf, |r| r.norms[0]),
         }
     }
 
     /// PGD's step for budget `eps`: `step_size`, or eps·0.01/0.3.
-    fn pgd_step(&self, eps: f64) -> f64 {
+    pub(crate) fn pgd_step(&self, eps: f64) -> f64 {
         self.step_size.unwrap_or(eps * 0.01 / 0.3)
     }
 
-    /// The attack for budget `eps`. The adaptive attack needs the model's
-    /// training objective (read from its file by
-    /// [`AdaptiveObjective::from_model_file`]).
-    pub fn build(
-        &self,
-        eps: f64,
-        objective: Option<&AdaptiveObjective>,
-    ) -> Result<Box<dyn Attack>> {
-        if self.attack == AttackKind::Composite {
-            let members = self
-                .composite
-                .attacks
-                .iter()
-                .map(|&k| self.build_one(k, eps, objective))
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(Box::new(Composite::new(members)?));
-        }
-        self.build_one(self.attack, eps, objective)
+    /// The attack for budget `eps`.
+    pub fn build(&self, eps: f64, ctx: Context) -> Result<Box<dyn Attack>> {
+        (self.registration()?.build)(self, eps, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> AttackSpec {
+        serde_yaml::from_str(&format!(
+            "model: m.safetensors\ndata: mnist-10k\neps: [0.3]\n{extra}"
+        ))
+        .unwrap()
     }
 
-    fn build_one(
-        &self,
-        kind: AttackKind,
-        eps: f64,
-        objective: Option<&AdaptiveObjective>,
-    ) -> Result<Box<dyn Attack>> {
-        let apgd = |loss| {
-            Box::new(Apgd {
-                norm: self.norm(),
-                steps: self.steps,
-                loss,
-                rho: self.apgd.rho,
-                restarts: self.restarts,
-                target_classes: self.apgd.target_classes,
-            })
-        };
-        Ok(match kind {
-            AttackKind::Composite => {
-                return Err(bad("composite.attacks", "bounded attacks", "composite"))
+    #[test]
+    fn every_registered_name_is_unique() {
+        for (i, a) in REGISTRY.iter().enumerate() {
+            for b in &REGISTRY[i + 1..] {
+                assert_ne!(a.name, b.name);
             }
-            AttackKind::Adaptive => Box::new(AdaptivePgd {
-                steps: self.steps,
-                step_size: self.pgd_step(eps),
-                objective: objective
-                    .ok_or_else(|| {
-                        Error::Invalid(
-                            "the adaptive attack needs the model's training objective".into(),
-                        )
-                    })?
-                    .clone(),
-            }),
-            AttackKind::ApgdCe => apgd(ApgdLoss::Ce),
-            AttackKind::ApgdDlr => apgd(ApgdLoss::Dlr),
-            AttackKind::ApgdT => apgd(ApgdLoss::DlrTargeted),
-            AttackKind::Fgsm => Box::new(Pgd::fgsm()),
-            AttackKind::Pgd => Box::new(Pgd {
-                norm: self.norm(),
-                steps: self.steps,
-                step_size: self.pgd_step(eps),
-                random_start: self.random_start,
-                restarts: self.restarts,
-                target: match self.target {
-                    TargetSpec::None => Target::Untargeted,
-                    TargetSpec::Random => Target::Random,
-                    TargetSpec::LeastLikely => Target::LeastLikely,
-                },
-            }),
-            AttackKind::Cw => Box::new(CarliniWagner {
-                binary_search_steps: self.cw.binary_search_steps,
-                steps: self.cw.steps,
-                step_size: self.cw.step_size,
-                confidence: self.cw.confidence,
-                initial_const: self.cw.initial_const,
-                abort_early: self.cw.abort_early,
-            }),
-            AttackKind::Ddn => Box::new(Ddn {
-                steps: self.ddn.steps,
-                init_norm: self.ddn.init_norm,
-                gamma: self.ddn.gamma,
-            }),
-        })
+            assert!(!a.norms.is_empty() && !a.examples.is_empty(), "{}", a.name);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_attacks_and_sections_are_refused_with_their_field() {
+        for (extra, want) in [
+            ("attack: madry", "attack: expected one of fgsm, pgd"),
+            (
+                "attack: pgd\nstepz: 3",
+                "stepz: expected a key of the attack config",
+            ),
+            ("attack: cw\ncw: {steps: 0}", "cw.steps"),
+            ("attack: pgd\ncw: {stepz: 1}", "cw: expected its settings"),
+            ("attack: fgsm\nnorm: l2", "norm: expected linf for fgsm"),
+            ("attack: apgd-ce\napgd: {rho: 1.5}", "apgd.rho"),
+        ] {
+            let e = spec(extra).validate().unwrap_err().to_string();
+            assert!(e.starts_with(want), "{extra}: {e}");
+        }
+        spec("attack: cw\ncw: {steps: 10}").validate().unwrap();
     }
 }

@@ -2,11 +2,9 @@
 //! MAT's BIBO term): sign-gradient ascent of a gain in the L∞ eps-ball,
 //! with the model in eval mode and its weights frozen.
 
-use std::sync::Mutex;
+use candle_core::Tensor;
 
-use candle_core::{Tensor, Var};
-
-use crate::attacks::{project, Norm};
+use crate::attacks::{project, Ascent, Norm};
 use crate::rng::SeededRng;
 
 /// Where the ascent starts.
@@ -48,7 +46,8 @@ impl InnerMax {
 pub struct Adversary {
     pub settings: InnerMax,
     seed: u64,
-    state: Mutex<(SeededRng, f64)>,
+    rng: SeededRng,
+    eps: f64,
 }
 
 impl Adversary {
@@ -57,57 +56,50 @@ impl Adversary {
         Self {
             settings,
             seed,
-            state: Mutex::new((SeededRng::for_purpose(seed, "inner/1"), eps)),
+            rng: SeededRng::for_purpose(seed, "inner/1"),
+            eps,
         }
     }
 
-    pub fn start_epoch(&self, epoch: usize) {
-        *self.state.lock().expect("not poisoned") = (
-            SeededRng::for_purpose(self.seed, &format!("inner/{epoch}")),
-            self.settings.eps_at(epoch),
-        );
+    pub fn start_epoch(&mut self, epoch: usize) {
+        self.rng = SeededRng::for_purpose(self.seed, &format!("inner/{epoch}"));
+        self.eps = self.settings.eps_at(epoch);
     }
 
     /// The current budget.
     pub fn eps(&self) -> f64 {
-        self.state.lock().expect("not poisoned").1
+        self.eps
     }
 
     /// A point x' in the eps-ball around `x` (and in [0, 1]) that ascends
     /// `gain(x')`, a scalar summed over the batch. Runs inside
     /// [`crate::nn::frozen`]: the backward passes compute input gradients only.
     pub fn maximise(
-        &self,
+        &mut self,
         x: &Tensor,
         gain: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
     ) -> crate::Result<Tensor> {
-        let mut state = self.state.lock().expect("not poisoned");
-        let eps = state.1;
+        let eps = self.eps;
         let s = &self.settings;
         let x = x.detach();
         if eps == 0.0 || s.steps == 0 {
             return Ok(x);
         }
-        let step = s.step_size * eps / s.eps;
         let noise = match s.start {
-            Start::Uniform => state
-                .0
+            Start::Uniform => self
+                .rng
                 .uniform(x.shape(), -eps as f32, eps as f32, x.device())?,
-            Start::Gaussian(sigma) => state.0.normal(x.shape(), 0.0, sigma as f32, x.device())?,
+            Start::Gaussian(sigma) => self.rng.normal(x.shape(), 0.0, sigma as f32, x.device())?,
         };
-        let mut adv = project(&x, &(&x + noise)?, eps, Norm::Linf)?;
-        crate::nn::frozen(|| -> crate::Result<()> {
-            for _ in 0..s.steps {
-                let v = Var::from_tensor(&adv)?;
-                let grads = gain(v.as_tensor())?.backward()?;
-                let g = grads.get(&v).ok_or_else(|| {
-                    crate::Error::Invalid("the inner gain does not depend on the input".into())
-                })?;
-                adv = project(&x, &(&adv + (g.sign()? * step)?)?, eps, Norm::Linf)?;
-            }
-            Ok(())
-        })?;
-        Ok(adv)
+        let start = project(&x, &(&x + noise)?, eps, Norm::Linf)?;
+        // The step scales with the budget during an eps warm-up.
+        let ascent = Ascent {
+            norm: Norm::Linf,
+            eps,
+            steps: s.steps,
+            step_size: s.step_size * eps / s.eps,
+        };
+        crate::nn::frozen(|| ascent.run(&x, start, gain))
     }
 }
 
@@ -137,7 +129,7 @@ mod tests {
     fn ascends_within_the_ball() {
         let d = Device::Cpu;
         let x = Tensor::new(&[[0.5f32, 0.9, 0.0]], &d).unwrap();
-        let adv = Adversary::new(
+        let mut adv = Adversary::new(
             InnerMax {
                 eps: 0.2,
                 steps: 5,

@@ -1,7 +1,8 @@
-//! One training loop for every method: epochs, seeded per-epoch shuffle and
-//! augmentation, piecewise learning rate, SGD, evaluation, and a log row per
-//! epoch. A method is an [`Objective`]: it turns a batch into a loss and its
-//! named terms.
+//! One training loop for every method ([`run::Prepared::run`], burn's
+//! Learner is the model): epochs, seeded per-epoch shuffle and augmentation,
+//! piecewise learning rate, SGD, evaluation, a log row and a checkpoint per
+//! epoch, resume. A method is an [`Objective`]: it turns a batch into a
+//! loss and its named terms.
 //!
 //! Every random stream is keyed by (seed, purpose, epoch), so a run resumed
 //! from the checkpoint after epoch k continues exactly as the uninterrupted
@@ -12,8 +13,6 @@ pub mod inner;
 pub mod objective;
 pub mod run;
 pub mod spec;
-
-use std::time::Instant;
 
 use candle_core::{Tensor, Var, D};
 
@@ -145,7 +144,7 @@ impl Evaluation {
 /// The optimiser and the loop over batches of one model.
 pub struct Trainer<'a> {
     pub model: &'a Classifier,
-    pub objective: &'a dyn Objective,
+    pub objective: &'a mut dyn Objective,
     pub opt: Sgd,
     pub cfg: TrainConfig,
 }
@@ -154,7 +153,7 @@ impl<'a> Trainer<'a> {
     pub fn new(
         model: &'a Classifier,
         store: &ParamStore,
-        objective: &'a dyn Objective,
+        objective: &'a mut dyn Objective,
         cfg: TrainConfig,
     ) -> Self {
         let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
@@ -227,37 +226,6 @@ impl<'a> Trainer<'a> {
             .map(|(n, s)| (n, s / batches.max(1) as f64))
             .collect())
     }
-}
-
-/// Trains `model` for `cfg.epochs` epochs, evaluating after each;
-/// `on_epoch` sees each log row as it is made.
-pub fn fit(
-    model: &Classifier,
-    store: &ParamStore,
-    objective: &dyn Objective,
-    train: &Split,
-    eval: &Evaluation,
-    cfg: &TrainConfig,
-    mut on_epoch: impl FnMut(&EpochLog) -> crate::Result<()>,
-) -> crate::Result<Vec<EpochLog>> {
-    let mut trainer = Trainer::new(model, store, objective, cfg.clone());
-    let mut logs = Vec::new();
-    for epoch in 1..=cfg.epochs {
-        let start = Instant::now();
-        let terms = trainer.epoch(epoch, train, &mut |_, _, _| {})?;
-        let (clean_accuracy, pgd_accuracy) = eval.run(model)?;
-        let log = EpochLog {
-            epoch,
-            lr: cfg.lr_at(epoch),
-            terms,
-            clean_accuracy,
-            pgd_accuracy,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        on_epoch(&log)?;
-        logs.push(log);
-    }
-    Ok(logs)
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 use candle_core::{DType, Tensor};
 
 use super::inner::Adversary;
-use crate::losses::{bibo_loss, cross_entropy_sum, ftc_loss, kl_divergence, mmc_loss, so_loss};
+use crate::attacks::pgd::random_wrong_classes;
+use crate::losses::{cross_entropy_sum, kl_divergence, mat_objective, mmc_loss, trades_objective};
 use crate::models::Classifier;
 use crate::rng::SeededRng;
 
@@ -17,11 +18,11 @@ pub type Loss = (Tensor, Vec<(String, f64)>);
 /// A training method.
 pub trait Objective {
     /// The scalar loss to minimise on one batch and its named terms.
-    fn loss(&self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss>;
+    fn loss(&mut self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss>;
 
     /// Called before each epoch (1-based): re-keys random streams, moves
     /// an eps warm-up.
-    fn start_epoch(&self, _epoch: usize) {}
+    fn start_epoch(&mut self, _epoch: usize) {}
 }
 
 fn scalar(t: &Tensor) -> crate::Result<f64> {
@@ -36,7 +37,7 @@ fn ce(logits: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
 pub struct Natural;
 
 impl Objective for Natural {
-    fn loss(&self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
+    fn loss(&mut self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
         let loss = ce(&model.logits_t(x, true)?, y)?;
         let v = scalar(&loss)?;
         Ok((loss, vec![("ce".into(), v)]))
@@ -50,7 +51,7 @@ pub struct AdversarialCe {
 }
 
 impl Objective for AdversarialCe {
-    fn loss(&self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
+    fn loss(&mut self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
         let x_adv = self
             .adversary
             .maximise(x, |t| cross_entropy_sum(&model.logits_t(t, false)?, y))?;
@@ -59,7 +60,7 @@ impl Objective for AdversarialCe {
         Ok((loss, vec![("ce_adv".into(), v)]))
     }
 
-    fn start_epoch(&self, epoch: usize) {
+    fn start_epoch(&mut self, epoch: usize) {
         self.adversary.start_epoch(epoch)
     }
 }
@@ -72,19 +73,24 @@ pub struct Trades {
 }
 
 impl Objective for Trades {
-    fn loss(&self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
+    fn loss(&mut self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
         let clean = model.logits_t(x, false)?.detach();
         let x_adv = self.adversary.maximise(x, |t| {
             kl_divergence(&clean, &model.logits_t(t, false)?)?.sum_all()
         })?;
         let logits = model.logits_t(x, true)?;
-        let ce = ce(&logits, y)?;
-        let kl = kl_divergence(&logits, &model.logits_t(&x_adv, true)?)?.mean_all()?;
-        let terms = vec![("ce".into(), scalar(&ce)?), ("kl".into(), scalar(&kl)?)];
-        Ok(((ce + (kl * self.beta)?)?, terms))
+        let t = trades_objective(
+            &logits,
+            y,
+            &logits,
+            &model.logits_t(&x_adv, true)?,
+            self.beta,
+        )?;
+        let terms = vec![("ce".into(), scalar(&t.ce)?), ("kl".into(), scalar(&t.kl)?)];
+        Ok((t.total, terms))
     }
 
-    fn start_epoch(&self, epoch: usize) {
+    fn start_epoch(&mut self, epoch: usize) {
         self.adversary.start_epoch(epoch)
     }
 }
@@ -95,7 +101,7 @@ impl Objective for Trades {
 pub struct Mmc {
     pub adversary: Option<Adversary>,
     pub seed: u64,
-    targets: std::sync::Mutex<SeededRng>,
+    targets: SeededRng,
 }
 
 impl Mmc {
@@ -103,7 +109,7 @@ impl Mmc {
         Self {
             adversary,
             seed,
-            targets: std::sync::Mutex::new(SeededRng::for_purpose(seed, "mmc-targets/1")),
+            targets: SeededRng::for_purpose(seed, "mmc-targets/1"),
         }
     }
 
@@ -116,19 +122,12 @@ impl Mmc {
 }
 
 impl Objective for Mmc {
-    fn loss(&self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
+    fn loss(&mut self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
         let mu = Self::centers(model)?;
-        let x = match &self.adversary {
+        let x = match &mut self.adversary {
             None => x.clone(),
             Some(adv) => {
-                let labels = y.to_vec1::<u32>()?;
-                let l = model.num_classes as u32;
-                let mut rng = self.targets.lock().expect("not poisoned");
-                let t: Vec<u32> = labels
-                    .iter()
-                    .map(|&c| (c + 1 + rng.below(l as usize - 1) as u32) % l)
-                    .collect();
-                let t = Tensor::new(t.as_slice(), x.device())?;
+                let t = random_wrong_classes(y, model.num_classes, &mut self.targets)?;
                 // Targeted: descend the cross-entropy of the target class.
                 adv.maximise(x, |v| {
                     cross_entropy_sum(&model.logits_t(v, false)?, &t)?.neg()
@@ -140,12 +139,11 @@ impl Objective for Mmc {
         Ok((loss, vec![("mmc".into(), v)]))
     }
 
-    fn start_epoch(&self, epoch: usize) {
-        if let Some(a) = &self.adversary {
+    fn start_epoch(&mut self, epoch: usize) {
+        if let Some(a) = &mut self.adversary {
             a.start_epoch(epoch)
         }
-        *self.targets.lock().expect("not poisoned") =
-            SeededRng::for_purpose(self.seed, &format!("mmc-targets/{epoch}"));
+        self.targets = SeededRng::for_purpose(self.seed, &format!("mmc-targets/{epoch}"));
     }
 }
 
@@ -167,7 +165,7 @@ pub struct Mat {
     pub adversary: Option<Adversary>,
     pub warmup_epochs: usize,
     /// (alpha, beta) of the current epoch.
-    current: std::sync::Mutex<(f64, f64)>,
+    current: (f64, f64),
 }
 
 impl Mat {
@@ -177,13 +175,13 @@ impl Mat {
             beta,
             adversary,
             warmup_epochs: 0,
-            current: std::sync::Mutex::new((alpha, beta)),
+            current: (alpha, beta),
         }
     }
 
     pub fn with_warmup(mut self, epochs: usize) -> Self {
         self.warmup_epochs = epochs;
-        *self.current.get_mut().expect("not poisoned") = self.weights_at(1);
+        self.current = self.weights_at(1);
         self
     }
 
@@ -198,44 +196,44 @@ impl Mat {
 }
 
 impl Objective for Mat {
-    fn loss(&self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
+    fn loss(&mut self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
         let mu = model.head.centers().ok_or_else(|| {
             crate::Error::Invalid("MAT trains a model with a centers head".into())
         })?;
         let phi = model.features_t(x, true)?;
-        let ftc = ftc_loss(&phi, mu, y)?;
-        let mut terms = vec![("ftc".to_string(), scalar(&ftc)?)];
-        let mut loss = ftc;
-        let (alpha, beta) = *self.current.lock().expect("not poisoned");
-        // A term whose weight is 0 only during the warm-up is still logged.
-        if self.alpha != 0.0 {
-            let so = so_loss(&phi, mu, y)?;
-            terms.push(("so".into(), scalar(&so)?));
-            loss = (loss + (so * alpha)?)?;
-        }
-        if self.beta != 0.0 && beta == 0.0 {
-            // Warm-up epoch: BIBO's inner PGD is skipped; its log entry says
-            // "not computed".
-            terms.push(("bibo".into(), f64::NAN));
-        } else if self.beta != 0.0 {
-            let adversary = self.adversary.as_ref().ok_or_else(|| {
+        let (alpha, beta) = self.current;
+        // A term whose weight is 0 only during the warm-up is still logged
+        // (SO) or logged as "not computed" (BIBO: its inner PGD is skipped).
+        let so = (self.alpha != 0.0).then_some(alpha);
+        let phi_adv = if self.beta != 0.0 && beta != 0.0 {
+            let adversary = self.adversary.as_mut().ok_or_else(|| {
                 crate::Error::Invalid("MAT with beta > 0 needs an adversary".into())
             })?;
             let clean = model.features_t(x, false)?.detach();
             let x_adv = adversary.maximise(x, |t| {
                 crate::losses::cosine_distance(&clean, &model.features_t(t, false)?)?.sum_all()
             })?;
-            let bibo = bibo_loss(&phi, &model.features_t(&x_adv, true)?)?;
-            terms.push(("bibo".into(), scalar(&bibo)?));
-            loss = (loss + (bibo * beta)?)?;
+            Some(model.features_t(&x_adv, true)?)
+        } else {
+            None
+        };
+        let t = mat_objective(&phi, mu, y, so, phi_adv.as_ref().map(|a| (beta, &phi, a)))?;
+        let mut terms = vec![("ftc".to_string(), scalar(&t.ftc)?)];
+        if let Some(so) = &t.so {
+            terms.push(("so".into(), scalar(so)?));
         }
-        Ok((loss, terms))
+        if let Some(bibo) = &t.bibo {
+            terms.push(("bibo".into(), scalar(bibo)?));
+        } else if self.beta != 0.0 {
+            terms.push(("bibo".into(), f64::NAN));
+        }
+        Ok((t.total, terms))
     }
 
-    fn start_epoch(&self, epoch: usize) {
-        if let Some(a) = &self.adversary {
+    fn start_epoch(&mut self, epoch: usize) {
+        if let Some(a) = &mut self.adversary {
             a.start_epoch(epoch)
         }
-        *self.current.lock().expect("not poisoned") = self.weights_at(epoch);
+        self.current = self.weights_at(epoch);
     }
 }

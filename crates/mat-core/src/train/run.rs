@@ -233,9 +233,9 @@ impl Prepared {
             path: out.to_path_buf(),
             source: e,
         })?;
-        let objective = self.spec.objective()?;
+        let mut objective = self.spec.objective()?;
         let cfg = self.spec.train_config();
-        let mut trainer = Trainer::new(&self.model, &self.store, objective.as_ref(), cfg.clone());
+        let mut trainer = Trainer::new(&self.model, &self.store, objective.as_mut(), cfg.clone());
         let checkpoint = out.join(CHECKPOINT);
         let mut logs = Vec::new();
         if resume && checkpoint.exists() {
