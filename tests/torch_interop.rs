@@ -106,10 +106,7 @@ fn wide_resnet_loads_into_pytorch_and_gives_the_same_logits() {
     }
     let d = Device::Cpu;
     let store = ParamStore::new(4);
-    let arch = Arch::WideResNet {
-        depth: 16,
-        widen: 2,
-    };
+    let arch = "wrn-16-2".parse::<Arch>().unwrap();
     let model = Classifier::build(arch, Head::Identity, 10, 4, store.var_builder(&d)).unwrap();
     let mut opt = sgd(&store, 0.05);
     let mut rng = SeededRng::new(9);

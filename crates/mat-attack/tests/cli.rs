@@ -62,7 +62,7 @@ fn ok(o: &Output) {
 #[test]
 fn pgd_rows_hold_the_invariants_and_repeat_with_the_seed() {
     let r = Run::new();
-    let model = r.model(Arch::SmallCnn);
+    let model = r.model("small-cnn".parse::<Arch>().unwrap());
     let args = |out: &str| {
         vec![
             "--model".to_string(),
@@ -137,7 +137,7 @@ fn pgd_rows_hold_the_invariants_and_repeat_with_the_seed() {
 #[test]
 fn minimum_norm_attack_reports_each_budget_from_its_norms() {
     let r = Run::new();
-    let model = r.model(Arch::SmallCnn);
+    let model = r.model("small-cnn".parse::<Arch>().unwrap());
     let out = r.path("ddn");
     ok(&r.attack(&[
         "--model",
@@ -170,11 +170,8 @@ fn minimum_norm_attack_reports_each_budget_from_its_norms() {
 #[test]
 fn bad_input_is_refused_before_work() {
     let r = Run::new();
-    let model = r.model(Arch::SmallCnn);
-    let wrn = r.model(Arch::WideResNet {
-        depth: 10,
-        widen: 1,
-    });
+    let model = r.model("small-cnn".parse::<Arch>().unwrap());
+    let wrn = r.model("wrn-10-1".parse::<Arch>().unwrap());
     let base = |m: &str| {
         vec![
             "--model".to_string(),
@@ -276,7 +273,7 @@ fn bad_input_is_refused_before_work() {
 #[test]
 fn adaptive_and_composite_attacks_run_from_the_model_file() {
     let r = Run::new();
-    let model = r.model(Arch::SmallCnn);
+    let model = r.model("small-cnn".parse::<Arch>().unwrap());
     // The same model, now carrying MAT's weights.
     let file = mat_core::artifact::TensorFile::read(Path::new(&model), &Device::Cpu).unwrap();
     let mut meta = file.metadata.clone();

@@ -36,8 +36,14 @@ fn program(exe: &str, dir: &Path, args: &[&str]) -> Output {
 fn setup(dir: &Path) -> (String, String) {
     let store = ParamStore::new(7);
     let head = Head::Centers(Centers::new(10, 10, 10.0).unwrap().centers);
-    let m =
-        Classifier::build(Arch::SmallCnn, head, 10, 7, store.var_builder(&Device::Cpu)).unwrap();
+    let m = Classifier::build(
+        "small-cnn".parse::<Arch>().unwrap(),
+        head,
+        10,
+        7,
+        store.var_builder(&Device::Cpu),
+    )
+    .unwrap();
     let model = dir.join("model.safetensors");
     let mut meta: Metadata = m.metadata();
     meta.insert("method".into(), "mat".into());

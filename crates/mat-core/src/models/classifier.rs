@@ -16,7 +16,7 @@ use std::str::FromStr;
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{resnet_v2, small_cnn, vgg_mnist, wide_resnet, Output};
+use super::Output;
 use crate::artifact::{Metadata, TensorFile};
 use crate::losses::mmc_logits;
 use crate::{Error, Result};
@@ -31,73 +31,106 @@ pub trait Network: ModuleT + Send + Sync {
     fn start_epoch(&self, _epoch: usize) {}
 }
 
-impl Network for super::SmallCnn {
-    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        super::SmallCnn::penultimate_t(self, xs, train)
-    }
+/// A family of architectures in the registry ([`super::ARCHITECTURES`]):
+/// one name (`small-cnn`), or a pattern whose upper-case parts are numbers
+/// (`wrn-DEPTH-WIDEN`).
+#[derive(Debug)]
+pub struct Family {
+    pub pattern: &'static str,
+    /// One line for the error that lists the architectures.
+    pub summary: &'static str,
+    /// `[C, H, W]` of the images it takes.
+    pub input_shape: [usize; 3],
+    /// Checks the numbers of a name; the error says what is expected.
+    pub check: fn(&[usize]) -> std::result::Result<(), String>,
+    /// Builds the network with `output` as its last layer; `seed` keys dropout.
+    pub build: BuildNetwork,
+}
 
-    fn start_epoch(&self, epoch: usize) {
-        self.start_epoch(epoch)
+/// How a [`Family`] builds a network from the numbers of its name.
+pub type BuildNetwork =
+    fn(&[usize], Output, u64, VarBuilder) -> candle_core::Result<Box<dyn Network>>;
+
+/// A family without numbers in its name.
+pub(crate) fn no_numbers(_: &[usize]) -> std::result::Result<(), String> {
+    Ok(())
+}
+
+/// An architecture: a registered family and the numbers of its name
+/// (`wrn-34-10`: depth 34, widen 10).
+#[derive(Debug, Clone, Copy)]
+pub struct Arch {
+    pub family: &'static Family,
+    numbers: [usize; 4],
+    count: usize,
+}
+
+impl PartialEq for Arch {
+    fn eq(&self, other: &Self) -> bool {
+        self.family.pattern == other.family.pattern && self.numbers() == other.numbers()
     }
 }
 
-impl Network for super::Vgg {
-    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        super::Vgg::penultimate_t(self, xs, train)
-    }
-
-    fn start_epoch(&self, epoch: usize) {
-        self.start_epoch(epoch)
-    }
-}
-
-impl Network for super::WideResNet {
-    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        super::WideResNet::penultimate_t(self, xs, train)
-    }
-}
-
-/// An architecture by name: `small-cnn` (TRADES' MNIST net), `vgg-mnist`
-/// (the paper's MNIST model), `wrn-DEPTH-WIDEN` (`wrn-34-10`, the paper's
-/// CIFAR-10 model) or `resnet-v2-DEPTH` (`resnet-v2-32`, MMC's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    SmallCnn,
-    VggMnist,
-    WideResNet { depth: usize, widen: usize },
-    ResNetV2 { depth: usize },
-}
+impl Eq for Arch {}
 
 impl Arch {
+    /// The numbers of the name, in the pattern's order.
+    pub fn numbers(&self) -> &[usize] {
+        &self.numbers[..self.count]
+    }
+
     /// `[C, H, W]` of the images the architecture takes.
     pub fn input_shape(self) -> [usize; 3] {
-        match self {
-            Arch::SmallCnn | Arch::VggMnist => [1, 28, 28],
-            Arch::WideResNet { .. } | Arch::ResNetV2 { .. } => [3, 32, 32],
-        }
+        self.family.input_shape
     }
 
     /// Builds the network with `output` as its last layer; `seed` keys dropout.
     pub fn build(self, output: Output, seed: u64, vb: VarBuilder) -> Result<Box<dyn Network>> {
-        Ok(match self {
-            Arch::SmallCnn => Box::new(small_cnn(output, seed, vb)?),
-            Arch::VggMnist => Box::new(vgg_mnist(output.dim(), seed, vb)?),
-            Arch::WideResNet { depth, widen } => {
-                Box::new(wide_resnet(depth, widen, output.dim(), vb)?)
+        Ok((self.family.build)(self.numbers(), output, seed, vb)?)
+    }
+
+    /// The architecture of `family` if `name` follows its pattern; `None`
+    /// when it does not, an error when a number is out of range.
+    fn matching(family: &'static Family, name: &str) -> Option<Result<Self>> {
+        let parts: Vec<&str> = family.pattern.split('-').collect();
+        let given: Vec<&str> = name.split('-').collect();
+        if parts.len() != given.len() {
+            return None;
+        }
+        let mut arch = Arch {
+            family,
+            numbers: [0; 4],
+            count: 0,
+        };
+        for (p, g) in parts.iter().zip(&given) {
+            if p.chars().all(|c| c.is_ascii_uppercase()) {
+                arch.numbers[arch.count] = g.parse().ok()?;
+                arch.count += 1;
+            } else if p != g {
+                return None;
             }
-            Arch::ResNetV2 { depth } => Box::new(resnet_v2(depth, output.dim(), vb)?),
-        })
+        }
+        Some(
+            (family.check)(arch.numbers())
+                .map(|()| arch)
+                .map_err(|why| Error::Invalid(format!("architecture `{name}`: {why}"))),
+        )
     }
 }
 
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Arch::SmallCnn => write!(f, "small-cnn"),
-            Arch::VggMnist => write!(f, "vgg-mnist"),
-            Arch::WideResNet { depth, widen } => write!(f, "wrn-{depth}-{widen}"),
-            Arch::ResNetV2 { depth } => write!(f, "resnet-v2-{depth}"),
-        }
+        let mut numbers = self.numbers().iter();
+        let parts: Vec<String> = self
+            .family
+            .pattern
+            .split('-')
+            .map(|p| match p.chars().all(|c| c.is_ascii_uppercase()) {
+                true => numbers.next().map_or(p.to_string(), |n| n.to_string()),
+                false => p.to_string(),
+            })
+            .collect();
+        write!(f, "{}", parts.join("-"))
     }
 }
 
@@ -105,37 +138,19 @@ impl FromStr for Arch {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::Invalid(format!(
-                "unknown architecture `{s}`: expected `small-cnn`, `vgg-mnist`, `wrn-DEPTH-WIDEN` (e.g. `wrn-34-10`, `wrn-16-4`) or `resnet-v2-DEPTH` (e.g. `resnet-v2-32`)"
-            ))
-        };
-        match s {
-            "small-cnn" => return Ok(Arch::SmallCnn),
-            "vgg-mnist" => return Ok(Arch::VggMnist),
-            _ => {}
-        }
-        if let Some(d) = s.strip_prefix("resnet-v2-") {
-            let depth = d.parse::<usize>().map_err(|_| bad())?;
-            if depth < 8 || (depth - 2) % 6 != 0 {
-                return Err(Error::Invalid(format!(
-                    "architecture `{s}`: ResNet-v2 depth must be 6n+2 >= 8 (e.g. 32)"
-                )));
-            }
-            return Ok(Arch::ResNetV2 { depth });
-        }
-        let rest = s.strip_prefix("wrn-").ok_or_else(bad)?;
-        let (d, w) = rest.split_once('-').ok_or_else(bad)?;
-        let (depth, widen) = (
-            d.parse::<usize>().map_err(|_| bad())?,
-            w.parse::<usize>().map_err(|_| bad())?,
-        );
-        if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 {
-            return Err(Error::Invalid(format!(
-                "architecture `{s}`: WideResNet depth must be 6n+4 >= 10 and widen >= 1"
-            )));
-        }
-        Ok(Arch::WideResNet { depth, widen })
+        super::ARCHITECTURES
+            .iter()
+            .find_map(|f| Arch::matching(f, s))
+            .unwrap_or_else(|| {
+                let known: Vec<String> = super::ARCHITECTURES
+                    .iter()
+                    .map(|f| format!("`{}` ({})", f.pattern, f.summary))
+                    .collect();
+                Err(Error::Invalid(format!(
+                    "unknown architecture `{s}`: expected {}",
+                    known.join(", ")
+                )))
+            })
     }
 }
 

@@ -9,8 +9,27 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
+use super::classifier::{no_numbers, Family, Network};
 use crate::kernels::{max_pool2d, relu};
 use crate::nn::{conv2d, linear, params::KAIMING_NORMAL, Conv2d, Conv2dParams, Dropout};
+
+pub const SMALL_CNN: Family = Family {
+    pattern: "small-cnn",
+    summary: "TRADES' MNIST net",
+    input_shape: [1, 28, 28],
+    check: no_numbers,
+    build: |_, output, seed, vb| Ok(Box::new(small_cnn(output, seed, vb)?)),
+};
+
+impl Network for SmallCnn {
+    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        SmallCnn::penultimate_t(self, xs, train)
+    }
+
+    fn start_epoch(&self, epoch: usize) {
+        SmallCnn::start_epoch(self, epoch)
+    }
+}
 
 #[derive(Debug)]
 pub struct SmallCnn {

@@ -12,8 +12,27 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
+use super::classifier::{no_numbers, Family, Network};
 use crate::kernels::{max_pool2d, relu};
 use crate::nn::{conv2d, linear, Conv2d, Conv2dParams, Dropout};
+
+pub const VGG_MNIST: Family = Family {
+    pattern: "vgg-mnist",
+    summary: "the paper's MNIST model",
+    input_shape: [1, 28, 28],
+    check: no_numbers,
+    build: |_, output, seed, vb| Ok(Box::new(vgg_mnist(output.dim(), seed, vb)?)),
+};
+
+impl Network for Vgg {
+    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Vgg::penultimate_t(self, xs, train)
+    }
+
+    fn start_epoch(&self, epoch: usize) {
+        Vgg::start_epoch(self, epoch)
+    }
+}
 
 #[derive(Debug)]
 pub struct Vgg {

@@ -13,6 +13,7 @@ use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{batch_norm, BatchNorm, Init, Linear, VarBuilder};
 
+use super::classifier::{Family, Network};
 use crate::kernels::relu;
 use crate::nn::params::torch_default_weight;
 use crate::nn::{conv2d_no_bias, linear, Conv2d, Conv2dParams};
@@ -88,6 +89,34 @@ fn network_block(
             basic_block(i_c, out_c, s, vb.pp(i))
         })
         .collect()
+}
+
+pub const WRN: Family = Family {
+    pattern: "wrn-DEPTH-WIDEN",
+    summary: "WideResNet, e.g. `wrn-34-10` (the paper's CIFAR-10 model) or `wrn-16-4`",
+    input_shape: [3, 32, 32],
+    check: |n| match n {
+        [depth, widen] if *depth >= 10 && (depth - 4) % 6 == 0 && *widen >= 1 => Ok(()),
+        _ => Err("WideResNet depth must be 6n+4 >= 10 and widen >= 1".into()),
+    },
+    build: |n, output, _, vb| Ok(Box::new(wide_resnet(n[0], n[1], output.dim(), vb)?)),
+};
+
+pub const RESNET_V2: Family = Family {
+    pattern: "resnet-v2-DEPTH",
+    summary: "MMC's ResNet-v2, e.g. `resnet-v2-32`",
+    input_shape: [3, 32, 32],
+    check: |n| match n {
+        [depth] if *depth >= 8 && (depth - 2) % 6 == 0 => Ok(()),
+        _ => Err("ResNet-v2 depth must be 6n+2 >= 8 (e.g. 32)".into()),
+    },
+    build: |n, output, _, vb| Ok(Box::new(resnet_v2(n[0], output.dim(), vb)?)),
+};
+
+impl Network for WideResNet {
+    fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        WideResNet::penultimate_t(self, xs, train)
+    }
 }
 
 #[derive(Debug)]

@@ -8,17 +8,27 @@
 //! from the checkpoint after epoch k continues exactly as the uninterrupted
 //! run would have.
 
+pub mod at;
 pub mod augment;
 pub mod inner;
+pub mod mat;
+pub mod mmc;
+pub mod natural;
 pub mod objective;
 pub mod run;
 pub mod spec;
+pub mod trades;
 
 use candle_core::{Tensor, Var, D};
 
+pub use at::AdversarialCe;
 pub use augment::Augment;
 pub use inner::{Adversary, InnerMax, Start};
-pub use objective::{AdversarialCe, Mat, Mmc, Natural, Objective, Trades};
+pub use mat::Mat;
+pub use mmc::Mmc;
+pub use natural::Natural;
+pub use objective::{Method, MethodRegistration, Objective, METHODS};
+pub use trades::Trades;
 
 use crate::attacks::{run_attack, Pgd};
 use crate::data::Split;

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::objective::HeadKind;
 use super::spec::TrainSpec;
 use super::{EpochLog, Evaluation, Trainer};
 use crate::artifact::{hash_file, write_table, write_tensors, Columns, Metadata, TensorFile};
@@ -92,8 +93,8 @@ pub fn prepare(spec: TrainSpec, data_dir: &DataDir, device: &Device) -> Result<P
                     found: c.dim.to_string(),
                 });
             }
-            let head = match spec.method {
-                super::spec::Method::Mmc => Head::Mmc(c.centers.to_device(device)?),
+            let head = match spec.method.registration().head {
+                HeadKind::Mmc => Head::Mmc(c.centers.to_device(device)?),
                 _ => Head::Centers(c.centers.to_device(device)?),
             };
             (head, Some(hash_file(path)?))

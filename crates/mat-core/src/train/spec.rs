@@ -6,41 +6,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    AdversarialCe, Adversary, Augment, InnerMax, Mat, Mmc, Natural, Objective, Start, Trades,
-    TrainConfig,
-};
+pub use super::objective::Method;
+use super::{Adversary, Augment, InnerMax, Objective, Start, TrainConfig};
 use crate::attacks::Pgd;
 use crate::models::Arch;
 use crate::{Error, Result};
-
-/// The training methods of Table 2 and 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Natural,
-    At,
-    Trades,
-    Mmc,
-    Mat,
-}
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Natural => "natural",
-            Method::At => "at",
-            Method::Trades => "trades",
-            Method::Mmc => "mmc",
-            Method::Mat => "mat",
-        }
-    }
-
-    /// MAT and MMC train a feature layer against fixed class centers.
-    pub fn uses_centers(self) -> bool {
-        matches!(self, Method::Mmc | Method::Mat)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -281,22 +251,13 @@ impl TrainSpec {
             }
         }
         let m = self.method;
-        let needs_adversary = match m {
-            Method::At | Method::Trades => true,
-            Method::Mmc => self.mmc.adversarial,
-            Method::Mat => self.mat.beta > 0.0,
-            Method::Natural => false,
-        };
-        if needs_adversary && self.adversary.is_none() {
-            let why = match m {
-                Method::Mmc => "mmc.adversarial is true",
-                Method::Mat => "mat.beta > 0 (BIBO)",
-                _ => "the method trains on adversarial examples",
-            };
-            return Err(Error::Invalid(format!(
-                "adversary: method `{}` needs an `adversary:` section (eps, steps, step_size) because {why}",
-                m.name()
-            )));
+        if let Some(why) = (m.registration().needs_adversary)(self) {
+            if self.adversary.is_none() {
+                return Err(Error::Invalid(format!(
+                    "adversary: method `{}` needs an `adversary:` section (eps, steps, step_size) because {why}",
+                    m.name()
+                )));
+            }
         }
         if m.uses_centers() && self.centers.is_none() {
             return Err(Error::Invalid(format!(
@@ -313,56 +274,29 @@ impl TrainSpec {
         Ok(arch)
     }
 
-    fn adversary(&self, start: Start) -> Option<Adversary> {
-        self.adversary.as_ref().map(|a| {
-            Adversary::new(
-                InnerMax {
-                    eps: a.eps,
-                    steps: a.steps,
-                    step_size: a.step_size,
-                    start,
-                    warmup_epochs: a.warmup_epochs,
-                },
-                self.seed,
-            )
-        })
+    /// The inner maximisation of `adversary:`, started as the method starts
+    /// it (AT and adversarial MMC: uniformly in the ball; TRADES and BIBO: at
+    /// `x + 0.001·N(0, 1)`, TRADES' code).
+    pub(crate) fn adversary(&self, start: Start) -> Result<Adversary> {
+        let a = self
+            .adversary
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("adversary: missing".into()))?;
+        Ok(Adversary::new(
+            InnerMax {
+                eps: a.eps,
+                steps: a.steps,
+                step_size: a.step_size,
+                start,
+                warmup_epochs: a.warmup_epochs,
+            },
+            self.seed,
+        ))
     }
 
-    /// The objective of the method. AT starts its inner PGD uniformly in
-    /// the ball (Madry et al.); TRADES and BIBO at `x + 0.001·N(0, 1)` (TRADES'
-    /// code); adversarial MMC uniformly.
+    /// The objective of the method (its registration builds it).
     pub fn objective(&self) -> Result<Box<dyn Objective>> {
-        let missing = || Error::Invalid("adversary: missing".into());
-        Ok(match self.method {
-            Method::Natural => Box::new(Natural),
-            Method::At => Box::new(AdversarialCe {
-                adversary: self.adversary(Start::Uniform).ok_or_else(missing)?,
-            }),
-            Method::Trades => Box::new(Trades {
-                beta: self.trades.beta,
-                adversary: self.adversary(Start::Gaussian(0.001)).ok_or_else(missing)?,
-            }),
-            Method::Mmc => Box::new(Mmc::new(
-                if self.mmc.adversarial {
-                    Some(self.adversary(Start::Uniform).ok_or_else(missing)?)
-                } else {
-                    None
-                },
-                self.seed,
-            )),
-            Method::Mat => Box::new(
-                Mat::new(
-                    self.mat.alpha,
-                    self.mat.beta,
-                    if self.mat.beta > 0.0 {
-                        self.adversary(Start::Gaussian(0.001))
-                    } else {
-                        None
-                    },
-                )
-                .with_warmup(self.mat.warmup_epochs),
-            ),
-        })
+        (self.method.registration().build)(self)
     }
 
     pub fn train_config(&self) -> TrainConfig {
@@ -410,7 +344,7 @@ mod tests {
         assert_eq!(s.optim.batch_size, 128);
         assert_eq!(s.optim.momentum, 0.9);
         assert_eq!(s.trades.beta, 6.0);
-        assert_eq!(s.validate().unwrap(), Arch::SmallCnn);
+        assert_eq!(s.validate().unwrap(), "small-cnn".parse::<Arch>().unwrap());
     }
 
     #[test]
