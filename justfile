@@ -18,6 +18,13 @@ test: fmt-check lint
 test-robust:
     cargo test --release -p mat-train --test robustness -- --ignored --test-threads 1 --nocapture
 
+# Models saved here load into the reference PyTorch modules and give the
+# same logits (SmallCNN, WideResNet). Installs PyTorch from PyPI if missing
+# (too large for CI, so not part of `test`); fails where it cannot import it.
+test-torch:
+    python3 -c "import torch, safetensors, numpy" 2>/dev/null || python3 -m pip install --quiet torch safetensors numpy
+    cargo test --release --test torch_interop -- --ignored --nocapture
+
 # Regenerate a table or figure of the paper: builds the stage programs once,
 # then runs the pipeline's stages whose inputs changed (runs/TABLE/PROFILE/).
 # TABLE: table1 ... table5, figure1, figure2, or all. Profiles: quick (CPU),

@@ -8,7 +8,7 @@ use common::mnist_10k;
 use mat_core::attacks::spec::{AttackSpec, Context, REGISTRY};
 use mat_core::attacks::{
     input_gradient, run_attack, AdaptiveObjective, AdaptivePgd, Apgd, ApgdLoss, Attack,
-    CarliniWagner, Composite, Ddn, Logits, Norm, Pgd, Target,
+    CarliniWagner, Composite, Ddn, Logits, Norm, Pgd, Step, Target,
 };
 use mat_core::centers::Centers;
 use mat_core::models::{small_cnn, Output};
@@ -353,7 +353,7 @@ fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
     let pgd_l2 = |eps: f64| Pgd {
         norm: Norm::L2,
         steps: 40,
-        step_size: eps / 10.0,
+        step: Step::Absolute(eps / 10.0),
         random_start: true,
         restarts: 1,
         target: Target::Untargeted,

@@ -140,11 +140,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         Event::Start { eps, samples } => {
             bar.reset();
             bar.set_length(samples as u64);
-            bar.set_prefix(if eps.is_nan() {
-                "minimum norm".to_string()
-            } else {
-                format!("eps {eps}")
-            });
+            bar.set_prefix(eps.map_or("minimum norm".to_string(), |e| format!("eps {e}")));
         }
         Event::Batch { done, robust } => {
             bar.set_position(done as u64);
@@ -153,11 +149,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     for r in &summary {
-        let eps = if r.eps.is_nan() {
-            "-".to_string()
-        } else {
-            r.eps.to_string()
-        };
+        let eps = r.eps.map_or("-".to_string(), |e| e.to_string());
         eprintln!(
             "eps {eps}: clean {:.2}%, robust {:.2}%, success {:.2}% of correct, L2 mean {:.4} median {:.4}",
             100.0 * r.clean_accuracy,

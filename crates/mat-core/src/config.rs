@@ -16,6 +16,20 @@ use crate::{Error, Result};
 #[path = "../../mat-pipeline/src/yaml_limits.rs"]
 mod yaml_limits;
 
+/// [`load`], then `check`s the value; a problem it finds names the file.
+pub fn load_checked<T: DeserializeOwned, R>(
+    path: &Path,
+    sets: &[String],
+    check: impl FnOnce(&T) -> Result<R>,
+) -> Result<T> {
+    let value: T = load(path, sets)?;
+    check(&value).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    Ok(value)
+}
+
 /// Reads `path` into `T`, then applies each `key.path=value` of `sets`
 /// (the value is YAML: `0.5`, `true`, `[10, 20]`, `null`, `text`).
 pub fn load<T: DeserializeOwned>(path: &Path, sets: &[String]) -> Result<T> {

@@ -101,6 +101,49 @@ pub enum Error {
     #[error("invalid device `{0}`: expected `auto`, `cpu`, `cuda` or `cuda:N`")]
     Device(String),
 
+    /// A value of a config (or a flag) that is out of range, unknown, or
+    /// does not fit the rest: the key, what it must be and what it was.
+    #[error("{field}: expected {expected}, found {found}")]
+    Field {
+        field: String,
+        expected: String,
+        found: String,
+    },
+
+    /// A name that is not in a registry, or whose numbers are out of range.
+    #[error("unknown {kind} `{name}`: expected {expected}")]
+    UnknownName {
+        kind: &'static str,
+        name: String,
+        expected: String,
+    },
+
+    /// A problem with the value of one field of a config (an unknown
+    /// architecture name, say), named by the field.
+    #[error("{field}: {source}")]
+    In {
+        field: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A batch of the wrong shape for the model or the operation.
+    #[error("{what} takes {expected}, got {found}")]
+    Shape {
+        what: String,
+        expected: String,
+        found: String,
+    },
+
+    /// Training produced a non-finite loss.
+    #[error("epoch {epoch}, batch {batch}: the loss is {value} (terms {terms}); lower the learning rate")]
+    Diverged {
+        epoch: usize,
+        batch: usize,
+        value: f64,
+        terms: String,
+    },
+
     #[error("{0}")]
     Invalid(String),
 
@@ -113,6 +156,19 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// A [`Error::Field`].
+    pub fn field(
+        field: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl std::fmt::Display,
+    ) -> Self {
+        Error::Field {
+            field: field.into(),
+            expected: expected.into(),
+            found: found.to_string(),
         }
     }
 

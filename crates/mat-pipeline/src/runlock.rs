@@ -53,6 +53,19 @@ fn flock(file: &File, nonblocking: bool) -> std::io::Result<bool> {
 }
 
 impl RunLock {
+    /// Takes the run folder `out` for this run ([`RunLock::acquire`]) and
+    /// removes what an interrupted run left there and in the run `cache`;
+    /// returns the lock and how many files were removed.
+    pub fn take_over(out: &Path, cache: Option<&Path>, wait: bool) -> Result<(RunLock, usize)> {
+        let held = RunLock::acquire(out, wait)?;
+        let left = remove_leftovers(out)?
+            + match cache {
+                Some(c) => remove_dead_cache_temps(c)?,
+                None => 0,
+            };
+        Ok((held, left))
+    }
+
     /// Takes the lock of `dir` (created if missing). Held by another run:
     /// an error naming it, or with `wait` a blocking wait for it.
     pub fn acquire(dir: &Path, wait: bool) -> Result<Self> {

@@ -441,6 +441,20 @@ impl<'a> Scope<'a> {
 }
 
 impl Pipeline {
+    /// The stages in dependency order, one line each: `name` or
+    /// `name <- upstream, ...` (`mat dag`).
+    pub fn dag(&self) -> String {
+        let mut text = String::new();
+        for s in &self.stages {
+            if s.upstream.is_empty() {
+                text.push_str(&format!("{}\n", s.name));
+            } else {
+                text.push_str(&format!("{} <- {}\n", s.name, s.upstream.join(", ")));
+            }
+        }
+        text
+    }
+
     /// Reads and expands `path` for `profile`; outputs go under `runs_root`
     /// (`runs/<pipeline>/<profile>`).
     pub fn load(path: &Path, profile: &str, runs_root: &Path) -> Result<Self> {

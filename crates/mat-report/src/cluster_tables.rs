@@ -11,7 +11,7 @@ use crate::paper::{TABLE1, TABLE5};
 /// (clean row, adversarial row) of a summary: (match rate, cos mean, cos std).
 type Rows = ((f64, f64, f64), (f64, f64, f64));
 
-fn summary(path: &Path) -> anyhow::Result<Option<Rows>> {
+fn summary(path: &Path) -> crate::Result<Option<Rows>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -20,11 +20,11 @@ fn summary(path: &Path) -> anyhow::Result<Option<Rows>> {
     let m = t.f64s("match_rate")?;
     let cm = t.f64s("cos_mean")?;
     let cs = t.f64s("cos_std")?;
-    let row = |k: &str| -> anyhow::Result<(f64, f64, f64)> {
+    let row = |k: &str| -> crate::Result<(f64, f64, f64)> {
         let i = kind
             .iter()
             .position(|x| x == k)
-            .ok_or_else(|| anyhow::anyhow!("{}: no `{k}` row", path.display()))?;
+            .ok_or_else(|| crate::Error::content(path, format!("no `{k}` row")))?;
         Ok((m[i], cm[i], cs[i]))
     };
     Ok(Some((row("clean")?, row("adversarial")?)))
@@ -56,7 +56,7 @@ fn write_md_csv(
 }
 
 /// Table 1: match rate (%) for natural (N) and TRADES (T) models.
-pub fn table1(runs: &Path, note: &str) -> anyhow::Result<(String, String)> {
+pub fn table1(runs: &Path, note: &str) -> crate::Result<(String, String)> {
     let mut measured = [[None::<f64>; 4]; 3];
     for (col, (ds, model)) in [
         ("mnist", "natural"),
@@ -125,7 +125,7 @@ pub fn table1(runs: &Path, note: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// Table 5: cosine similarity to the predicted center, mean ± std.
-pub fn table5(runs: &Path, note: &str) -> anyhow::Result<(String, String)> {
+pub fn table5(runs: &Path, note: &str) -> crate::Result<(String, String)> {
     let cols = ["CIFAR-10 clean", "CIFAR-10 PGD", "MNIST clean", "MNIST PGD"];
     let mut rows = Vec::new();
     let mut csv = String::from("method,input,ours_mean,ours_std,paper_mean,paper_std\n");

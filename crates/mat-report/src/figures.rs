@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use mat_core::artifact::Table;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -23,8 +22,19 @@ fn register_font() {
     });
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing: {e}")
+/// A drawing error of plotters; [`render`] names the file it was drawing.
+fn err<E: std::fmt::Display>(e: E) -> crate::Error {
+    crate::Error::figure("", format!("drawing: {e}"))
+}
+
+/// Names `file` in a drawing error made by [`err`].
+fn drawing(file: &Path) -> impl Fn(crate::Error) -> crate::Error + '_ {
+    move |e| match e {
+        crate::Error::Figure { path, what } if path.as_os_str().is_empty() => {
+            crate::Error::figure(file, what)
+        }
+        e => e,
+    }
 }
 
 /// Draws with `draw` into `<stem>.svg` and `<stem>.png` (each written to a
@@ -32,28 +42,28 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 fn render(
     stem: &Path,
     size: (u32, u32),
-    draw: &dyn Fn(&DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
-    draw_png: &dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    draw: &dyn Fn(&DrawingArea<SVGBackend, Shift>) -> crate::Result<()>,
+    draw_png: &dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> crate::Result<()>,
+) -> crate::Result<()> {
     register_font();
     if let Some(parent) = stem.parent() {
         std::fs::create_dir_all(parent)
-            .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
+            .map_err(|e| crate::Error::figure(parent, format!("cannot create the folder: {e}")))?;
     }
     let svg = stem.with_extension("svg");
     let svg_tmp = hidden_temp(stem, "svg");
     {
         let root = SVGBackend::new(&svg_tmp, size).into_drawing_area();
-        draw(&root)?;
-        root.present().map_err(err)?;
+        draw(&root).map_err(drawing(&svg))?;
+        root.present().map_err(err).map_err(drawing(&svg))?;
     }
     rename(&svg_tmp, &svg)?;
     let png = stem.with_extension("png");
     let png_tmp = hidden_temp(stem, "png");
     {
         let root = BitMapBackend::new(&png_tmp, size).into_drawing_area();
-        draw_png(&root)?;
-        root.present().map_err(err)?;
+        draw_png(&root).map_err(drawing(&png))?;
+        root.present().map_err(err).map_err(drawing(&png))?;
     }
     rename(&png_tmp, &png)?;
     Ok(())
@@ -70,8 +80,8 @@ fn hidden_temp(stem: &Path, ext: &str) -> std::path::PathBuf {
     stem.with_file_name(format!(".{name}.tmp.{ext}"))
 }
 
-fn rename(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::rename(from, to).with_context(|| format!("{}: cannot write", to.display()))
+fn rename(from: &Path, to: &Path) -> crate::Result<()> {
+    std::fs::rename(from, to).map_err(|e| crate::Error::figure(to, format!("cannot write: {e}")))
 }
 
 /// A method's curve: its label and (eps, robust accuracy %) points.
@@ -79,7 +89,7 @@ pub type Curve = (String, Vec<(f64, f64)>);
 
 /// Figure 2's data: per method, (eps, robust accuracy %) from
 /// `<runs>/mnist/pgd-curve/<key>/summary.parquet`.
-pub fn figure2_data(runs: &Path) -> anyhow::Result<Vec<Curve>> {
+pub fn figure2_data(runs: &Path) -> crate::Result<Vec<Curve>> {
     let mut out = Vec::new();
     for r in &TABLE2 {
         let p = runs
@@ -100,10 +110,10 @@ pub fn figure2_data(runs: &Path) -> anyhow::Result<Vec<Curve>> {
         out.push((r.label.to_string(), pts));
     }
     if out.is_empty() {
-        anyhow::bail!(
-            "no {}/mnist/pgd-curve/<method>/summary.parquet to draw",
-            runs.display()
-        );
+        return Err(crate::Error::content(
+            runs,
+            "no mnist/pgd-curve/<method>/summary.parquet to draw",
+        ));
     }
     Ok(out)
 }
@@ -112,7 +122,7 @@ fn draw_curves<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     series: &[Curve],
     title: &str,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let max_eps = series
         .iter()
@@ -161,7 +171,7 @@ fn draw_curves<DB: DrawingBackend>(
 }
 
 /// Figure 2: robust accuracy against the PGD budget, one line per method.
-pub fn figure2(runs: &Path, stem: &Path, title: &str) -> anyhow::Result<()> {
+pub fn figure2(runs: &Path, stem: &Path, title: &str) -> crate::Result<()> {
     let series = figure2_data(runs)?;
     render(
         stem,
@@ -183,7 +193,7 @@ pub fn figure2(runs: &Path, stem: &Path, title: &str) -> anyhow::Result<()> {
 type Points = Vec<(f64, f64, u32)>;
 
 /// Figure 1's data from `tsne.parquet`: the clean and the adversarial points.
-pub fn figure1_data(tsne: &Path) -> anyhow::Result<(Points, Points)> {
+pub fn figure1_data(tsne: &Path) -> crate::Result<(Points, Points)> {
     let t = Table::read(tsne)?;
     let (x, y, label, kind) = (
         t.f64s("x")?,
@@ -208,7 +218,7 @@ fn draw_tsne<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     panels: &[(&str, &Points)],
     title: &str,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, (FAMILY, 22)).map_err(err)?;
     let areas = root.split_evenly((1, panels.len()));
@@ -265,10 +275,13 @@ fn draw_tsne<DB: DrawingBackend>(
 
 /// Figure 1: t-SNE of clean and adversarial features, two panels coloured
 /// by the true class.
-pub fn figure1(tsne: &Path, stem: &Path, title: &str) -> anyhow::Result<()> {
+pub fn figure1(tsne: &Path, stem: &Path, title: &str) -> crate::Result<()> {
     let (clean, adv) = figure1_data(tsne)?;
     if clean.is_empty() || adv.is_empty() {
-        anyhow::bail!("{}: needs clean and adversarial points", tsne.display());
+        return Err(crate::Error::content(
+            tsne,
+            "needs clean and adversarial points",
+        ));
     }
     let panels = [("clean", &clean), ("adversarial (PGD)", &adv)];
     render(

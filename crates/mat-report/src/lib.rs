@@ -2,9 +2,13 @@
 //! Markdown and CSV.
 
 pub mod cluster_tables;
+pub mod error;
 pub mod figures;
 pub mod layout;
+pub mod output;
 pub mod paper;
 pub mod table2;
 pub mod table3;
 pub mod table4;
+
+pub use error::{Error, Result};

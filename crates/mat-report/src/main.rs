@@ -35,14 +35,7 @@ struct TableArgs {
 impl TableArgs {
     /// The note with the date and the run folder appended.
     fn note_line(&self) -> String {
-        format!(
-            "{} Generated {} from {}.",
-            self.note,
-            today(),
-            self.runs.display()
-        )
-        .trim()
-        .to_string()
+        mat_report::output::note_line(&self.note, &self.runs)
     }
 }
 
@@ -116,36 +109,9 @@ enum TableCmd {
     },
 }
 
-/// Writes `<out>.md` and `<out>.csv`, each atomically.
-fn write_pair(out: &std::path::Path, md: &str, csv: &str) -> anyhow::Result<()> {
-    use mat_core::artifact::write_atomic;
-    write_atomic(&out.with_extension("md"), md.as_bytes())?;
-    write_atomic(&out.with_extension("csv"), csv.as_bytes())?;
-    eprintln!("mat-report: wrote {}", out.with_extension("md").display());
-    Ok(())
-}
-
-/// Today's UTC date, YYYY-MM-DD, or that of `SOURCE_DATE_EPOCH` (the
-/// reproducible-builds convention), so a rerun can produce the same bytes.
-fn today() -> String {
-    let now = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or_else(std::time::SystemTime::now, |secs| {
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
-        });
-    humantime::format_rfc3339_seconds(now).to_string()[..10].to_string()
-}
-
-/// A run folder that does not exist is a mistake (a typo, a run not yet
-/// made), not a table of "not run" cells.
-fn existing_folder(runs: &std::path::Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        runs.is_dir(),
-        "--runs {}: no such folder (expected the run folder of a pipeline, e.g. runs/table2/quick)",
-        runs.display()
-    );
-    Ok(())
+/// `--runs DIR` must be a folder.
+fn runs_folder(runs: &std::path::Path) -> anyhow::Result<()> {
+    mat_report::output::existing_folder(runs).map_err(|e| anyhow::anyhow!("--runs {e}"))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -155,8 +121,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | TableCmd::Table2 { args, .. }
         | TableCmd::Table3 { args }
         | TableCmd::Table4 { args, .. }
-        | TableCmd::Table5 { args } => existing_folder(&args.runs)?,
-        TableCmd::Figure2 { runs, .. } => existing_folder(runs)?,
+        | TableCmd::Table5 { args } => runs_folder(&args.runs)?,
+        TableCmd::Figure2 { runs, .. } => runs_folder(runs)?,
         TableCmd::Figure1 { .. } => {}
     }
     let (args, (md, csv)) = match cli.table {
@@ -196,19 +162,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    write_pair(
-        &args.out,
-        &mat_report::layout::split_unrun_columns(&md),
-        &csv,
-    )
+    mat_report::output::write_table(&args.out, &md, &csv)?;
+    eprintln!(
+        "mat-report: wrote {}",
+        args.out.with_extension("md").display()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let cli = Cli::parse();
+    mat_core::cli::main(|| run(cli))
 }

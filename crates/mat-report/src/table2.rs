@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use mat_core::artifact::Table;
 use mat_core::attacks::spec::AttackSpec;
 use mat_core::attacks::{CarliniWagner, Ddn};
@@ -24,7 +23,7 @@ pub enum Cell {
 
 /// One column of a `summary.parquet` (at the row of budget `eps`, or the
 /// first row); a missing file is a `Missing` cell naming it.
-pub(crate) fn summary_value(path: &Path, column: &str, eps: Option<f64>) -> anyhow::Result<Cell> {
+pub(crate) fn summary_value(path: &Path, column: &str, eps: Option<f64>) -> crate::Result<Cell> {
     if !path.exists() {
         return Ok(Cell::Missing(format!("no {}", path.display())));
     }
@@ -36,20 +35,20 @@ pub(crate) fn summary_value(path: &Path, column: &str, eps: Option<f64>) -> anyh
             .f64s("eps")?
             .iter()
             .position(|x| (x - e).abs() < 1e-9)
-            .with_context(|| format!("{}: no row for eps {e}", path.display()))?,
+            .ok_or_else(|| crate::Error::content(path, format!("no row for eps {e}")))?,
     };
     Ok(Cell::Value(values[row]))
 }
 
 /// One line on an attack's settings, from its summary's config.
-fn describe(t: &Table) -> anyhow::Result<String> {
+fn describe(t: &Table) -> crate::Result<String> {
     let spec: AttackSpec = serde_yaml::from_str(t.meta("config")?)
-        .with_context(|| format!("{}: metadata `config`", t.path.display()))?;
+        .map_err(|e| crate::Error::content(&t.path, format!("metadata `config`: {e}")))?;
     let n = spec.limit.map_or("the whole test split".to_string(), |l| {
         format!("{l} seeded test samples")
     });
     let section =
-        |e: mat_core::Error| anyhow::anyhow!("{}: metadata `config`: {e}", t.path.display());
+        |e: mat_core::Error| crate::Error::content(&t.path, format!("metadata `config`: {e}"));
     Ok(match spec.attack.as_str() {
         "cw" => {
             let cw: CarliniWagner = spec.section("cw").map_err(section)?;
@@ -84,7 +83,7 @@ pub struct Table2 {
 }
 
 /// Collects Table 2 from `runs` (`runs/mnist/...`, `runs/cifar10/...`).
-pub fn collect(runs: &Path, pgd_eps: [f64; 2]) -> anyhow::Result<Table2> {
+pub fn collect(runs: &Path, pgd_eps: [f64; 2]) -> crate::Result<Table2> {
     let mut rows = Vec::new();
     let mut settings = Vec::new();
     let mut seen: Vec<String> = Vec::new();

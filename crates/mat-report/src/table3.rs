@@ -28,7 +28,7 @@ fn columns(eps: [&str; 2]) -> Vec<String> {
 
 /// The measured cell of `method`, column `c`, under `dir` (a dataset's
 /// folder of the run) at budgets `eps`.
-fn measured(dir: &Path, method: &str, c: usize, eps: [f64; 2]) -> anyhow::Result<Cell> {
+fn measured(dir: &Path, method: &str, c: usize, eps: [f64; 2]) -> crate::Result<Cell> {
     if c == 0 {
         let p = dir.join("pgd10").join(method).join("summary.parquet");
         return summary_value(&p, "clean_accuracy", Some(eps[0]));
@@ -59,7 +59,7 @@ fn text_of(cell: Cell) -> (String, String) {
     }
 }
 
-pub fn table3(runs: &Path, note: &str) -> anyhow::Result<(String, String)> {
+pub fn table3(runs: &Path, note: &str) -> crate::Result<(String, String)> {
     let mut md =
         format!("# Table 3: accuracy (%) under targeted (T) and untargeted (U) PGD\n\n{note}\n\n");
     let mut csv = String::from("dataset,method,column,ours,paper\n");

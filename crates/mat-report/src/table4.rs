@@ -7,7 +7,7 @@ use crate::paper::TABLE4;
 use crate::table2::{summary_value, Cell};
 
 /// Markdown and CSV of Table 4 at budgets `eps` (MNIST, CIFAR-10).
-pub fn table4(runs: &Path, eps: [f64; 2], note: &str) -> anyhow::Result<(String, String)> {
+pub fn table4(runs: &Path, eps: [f64; 2], note: &str) -> crate::Result<(String, String)> {
     let cols = [
         "CIFAR-10 PGD",
         "CIFAR-10 adaptive",

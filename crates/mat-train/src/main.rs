@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
+use mat_core::cli;
 use mat_core::data::DataDir;
 use mat_core::train::run::{prepare, Event};
 use mat_core::train::spec::TrainSpec;
@@ -60,26 +60,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         spec.optim.epochs,
         device
     );
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} batches, loss {msg} ({elapsed} elapsed, ETA {eta})",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+    let bar = cli::progress_bar(
+        args.quiet,
+        "epoch {prefix} [{bar:30}] {pos}/{len} batches, loss {msg} ({elapsed} elapsed, ETA {eta})",
     );
-    // A hidden bar (--quiet, or stderr not a terminal) prints nothing.
-    let say = |line: String| {
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
-    };
+    let say = |line: String| cli::say(&bar, line);
     let epochs = spec.optim.epochs;
     let logs = prepared.run(&args.out, args.resume, &mut |event| match event {
         Event::Resumed { epoch } => say(format!("resumed after epoch {epoch} from the checkpoint")),
@@ -121,12 +106,6 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    mat_core::alloc::keep_freed_memory();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let args = Args::parse();
+    cli::main(|| run(args))
 }

@@ -4,13 +4,15 @@
 
 use std::path::Path;
 
-use candle_core::{Tensor, D};
+use candle_core::{Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::match_rate::{cosine_summary, match_rate, Clusters};
 use super::tsne::Tsne;
 use super::ward::{cut, memory_estimate, ward};
-use crate::artifact::{write_table, Columns, Metadata};
+use crate::artifact::{hash_file, write_table, Columns, Metadata, Table};
+use crate::attacks::run::images;
+use crate::data::{self, DataDir};
 use crate::losses::cosine;
 use crate::models::Classifier;
 use crate::rng::SeededRng;
@@ -68,8 +70,9 @@ impl Default for ClusterSpec {
 pub struct InputSet {
     /// `clean` or `adversarial`.
     pub kind: &'static str,
-    /// The budget (NaN for clean inputs and minimum-norm attacks).
-    pub eps: f64,
+    /// The budget; `None` for clean inputs and minimum-norm attacks (NaN
+    /// in the tables).
+    pub eps: Option<f64>,
     /// Indices into the dataset split.
     pub index: Vec<u32>,
     pub labels: Vec<u32>,
@@ -126,7 +129,7 @@ fn extract(
 #[derive(Debug, Clone, PartialEq)]
 pub struct SetSummary {
     pub kind: String,
-    pub eps: f64,
+    pub eps: Option<f64>,
     pub samples: usize,
     pub match_rate: f64,
     pub cos_mean: f64,
@@ -157,6 +160,133 @@ pub fn check_memory(fit_points: usize) -> Result<u64> {
     Ok(need)
 }
 
+impl ClusterSpec {
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.clusters == Some(0) {
+            return Err(Error::field("clusters", "at least 1", 0));
+        }
+        if self.fit_points < 2 {
+            return Err(Error::field("fit_points", "at least 2", self.fit_points));
+        }
+        if !(self.perplexity.is_finite() && self.perplexity > 0.0) {
+            return Err(Error::field("perplexity", "a number > 0", self.perplexity));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::field("batch_size", "at least 1", 0));
+        }
+        Ok(())
+    }
+}
+
+/// Everything an analysis needs, read and checked before any feature is
+/// computed: the model, the input sets (the clean samples an
+/// `adv.parquet` attacked, then its adversarial images, one set per
+/// budget) and the provenance of the outputs.
+pub struct Prepared {
+    pub model: Classifier,
+    pub sets: Vec<InputSet>,
+    pub metadata: Metadata,
+    /// The adversarial examples were made against another model (transfer).
+    pub transferred: bool,
+}
+
+/// Reads `model` and `adv` (an `adv.parquet` of `mat-attack`) and the
+/// dataset it names, and builds the input sets.
+pub fn prepare(
+    spec: &ClusterSpec,
+    model_path: &Path,
+    adv_path: &Path,
+    data_dir: &DataDir,
+    device: &Device,
+) -> Result<Prepared> {
+    spec.validate()?;
+    let model = Classifier::load(model_path, device)?;
+    let adv = Table::read(adv_path)?;
+    let data_name = adv.meta("data")?.to_string();
+    let split_name = adv.meta("split").unwrap_or("test").to_string();
+    let ds = data::load(data_dir, &data_name)?;
+    let split = if split_name == "train" {
+        &ds.train
+    } else {
+        &ds.test
+    };
+    let model_hash = hash_file(model_path)?;
+    let transferred = adv.meta("model_hash").is_ok_and(|h| h != model_hash);
+
+    let index = adv.u32s("index")?;
+    let eps = adv.f64s("eps")?;
+    let labels = adv.u32s("label")?;
+    let adv_images = images(&adv, device)?;
+    model
+        .check_input(adv_images.dims())
+        .map_err(|e| Error::format(adv_path, e.to_string()))?;
+    let n = split.len() as u32;
+    if let Some(bad) = index.iter().find(|&&i| i >= n) {
+        return Err(Error::Column {
+            path: adv_path.to_path_buf(),
+            column: "index".into(),
+            expected: format!("indices of the {split_name} split of `{data_name}` ({n} samples)"),
+            found: bad.to_string(),
+        });
+    }
+
+    // The clean set: each attacked sample once, in first-appearance order.
+    let mut seen = std::collections::HashSet::new();
+    let clean_rows: Vec<usize> = (0..index.len())
+        .filter(|&r| seen.insert(index[r]))
+        .collect();
+    let clean_index: Vec<u32> = clean_rows.iter().map(|&r| index[r]).collect();
+    let idx = Tensor::new(clean_index.as_slice(), device)?;
+    let mut sets = vec![InputSet {
+        kind: "clean",
+        eps: None,
+        index: clean_index.clone(),
+        labels: clean_rows.iter().map(|&r| labels[r]).collect(),
+        images: split.images.to_device(device)?.index_select(&idx, 0)?,
+    }];
+    // One adversarial set per budget (NaN: a minimum-norm attack).
+    let mut budgets: Vec<f64> = Vec::new();
+    for &e in &eps {
+        if !budgets.iter().any(|b| b.to_bits() == e.to_bits()) {
+            budgets.push(e);
+        }
+    }
+    for b in budgets {
+        let rows: Vec<u32> = (0..eps.len() as u32)
+            .filter(|&r| eps[r as usize].to_bits() == b.to_bits())
+            .collect();
+        let r = Tensor::new(rows.as_slice(), device)?;
+        sets.push(InputSet {
+            kind: "adversarial",
+            eps: (!b.is_nan()).then_some(b),
+            index: rows.iter().map(|&r| index[r as usize]).collect(),
+            labels: rows.iter().map(|&r| labels[r as usize]).collect(),
+            images: adv_images.index_select(&r, 0)?,
+        });
+    }
+
+    let mut metadata = Metadata::new();
+    metadata.insert("model_hash".into(), model_hash);
+    metadata.insert("adv_hash".into(), hash_file(adv_path)?);
+    metadata.insert(
+        "attack".into(),
+        adv.meta("attack").unwrap_or("unknown").into(),
+    );
+    metadata.insert("data".into(), data_name);
+    metadata.insert("seed".into(), spec.seed.to_string());
+    metadata.insert(
+        "producer".into(),
+        format!("mat-cluster {}", env!("CARGO_PKG_VERSION")),
+    );
+    Ok(Prepared {
+        model,
+        sets,
+        metadata,
+        transferred,
+    })
+}
+
 /// Runs the analysis of `sets` (the first is the clean set) and writes
 /// features, clusters, summary and t-SNE tables into `out`.
 pub fn run(
@@ -168,15 +298,15 @@ pub fn run(
     events: &mut dyn FnMut(Event),
 ) -> Result<Vec<SetSummary>> {
     if spec.batch_size == 0 || spec.fit_points < 2 {
-        return Err(Error::Invalid(
-            "batch_size must be >= 1 and fit_points >= 2".into(),
+        return Err(Error::field(
+            "batch_size, fit_points",
+            "at least 1 and at least 2",
+            format!("{} and {}", spec.batch_size, spec.fit_points),
         ));
     }
     let k = spec.clusters.unwrap_or(model.num_classes);
     if k == 0 {
-        return Err(Error::Invalid(
-            "clusters: expected at least 1, found 0".into(),
-        ));
+        return Err(Error::field("clusters", "at least 1", 0));
     }
     check_memory(spec.fit_points)?;
     let total: usize = sets.iter().map(|s| s.index.len()).sum();
@@ -200,7 +330,10 @@ pub fn run(
     for (s, e) in sets.iter().zip(&extracted) {
         index.extend(&s.index);
         kind.extend(std::iter::repeat_n(s.kind.to_string(), s.index.len()));
-        eps.extend(std::iter::repeat_n(s.eps, s.index.len()));
+        eps.extend(std::iter::repeat_n(
+            s.eps.unwrap_or(f64::NAN),
+            s.index.len(),
+        ));
         label.extend(&s.labels);
         prediction.extend(&e.predictions);
         for f in &e.features {
@@ -345,7 +478,10 @@ pub fn run(
         &out.join(SUMMARY),
         Columns::new()
             .string("kind", summary.iter().map(|s| s.kind.clone()).collect())
-            .f64("eps", summary.iter().map(|s| s.eps).collect())
+            .f64(
+                "eps",
+                summary.iter().map(|s| s.eps.unwrap_or(f64::NAN)).collect(),
+            )
             .u32(
                 "samples",
                 summary.iter().map(|s| s.samples as u32).collect(),
@@ -374,7 +510,7 @@ pub fn run(
                     pts.push(e.features[j].clone());
                     t_index.push(s.index[j]);
                     t_kind.push(s.kind.to_string());
-                    t_eps.push(s.eps);
+                    t_eps.push(s.eps.unwrap_or(f64::NAN));
                     t_label.push(s.labels[j]);
                     t_pred.push(e.predictions[j]);
                 }

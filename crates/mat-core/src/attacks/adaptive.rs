@@ -36,8 +36,10 @@ pub const ADAPTIVE: Registration = Registration {
             objective: ctx
                 .objective
                 .ok_or_else(|| {
-                    Error::Invalid(
-                        "the adaptive attack needs the model's training objective".into(),
+                    Error::field(
+                        "model",
+                        "a model file with its training objective (MAT or TRADES)",
+                        "none given",
                     )
                 })?
                 .clone(),

@@ -391,9 +391,11 @@ impl Attack for Apgd {
         let order = model.logits(x)?.detach().arg_sort_last_dim(false)?;
         let classes = order.dim(1)?;
         if classes < 4 {
-            return Err(crate::Error::Invalid(format!(
-                "apgd-t: the targeted DLR loss needs at least 4 classes, the model has {classes}"
-            )));
+            return Err(crate::Error::field(
+                "attack",
+                "a model of at least 4 classes for apgd-t (its targeted DLR loss)",
+                format!("{classes} classes"),
+            ));
         }
         let mut best = x.clone();
         for k in 1..=self.target_classes.min(classes - 1) {

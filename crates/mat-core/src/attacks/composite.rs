@@ -79,25 +79,28 @@ impl Composite {
     /// Refuses an empty list, a minimum-norm member (it has no eps to
     /// share) and members of different norms.
     pub fn new(members: Vec<Box<dyn Attack>>) -> crate::Result<Self> {
-        let first = members
-            .first()
-            .ok_or_else(|| crate::Error::Invalid("composite: no attacks given".into()))?;
+        let first = members.first().ok_or_else(|| {
+            crate::Error::field("composite.attacks", "at least one attack", "none")
+        })?;
         let norm = first.norm();
         for m in &members {
             if m.minimum_norm() {
-                return Err(crate::Error::Invalid(format!(
-                    "composite: {} is a minimum-norm attack; only bounded attacks share one eps",
-                    m.name()
-                )));
+                return Err(crate::Error::field(
+                    "composite.attacks",
+                    "bounded attacks (they share one eps)",
+                    format!("{}, a minimum-norm attack", m.name()),
+                ));
             }
             if m.norm() != norm {
-                return Err(crate::Error::Invalid(format!(
-                    "composite: {} attacks in {:?}, {} in {:?}; the members must share one norm",
-                    first.name(),
-                    norm,
-                    m.name(),
-                    m.norm()
-                )));
+                return Err(crate::Error::field(
+                    "composite.attacks",
+                    format!(
+                        "members of one norm ({} attacks in {})",
+                        first.name(),
+                        norm.name()
+                    ),
+                    format!("{} in {}", m.name(), m.norm().name()),
+                ));
             }
         }
         Ok(Self { members })

@@ -19,7 +19,7 @@ pub use apgd::{Apgd, ApgdLoss};
 pub use composite::Composite;
 pub use cw::CarliniWagner;
 pub use ddn::Ddn;
-pub use pgd::{Ascent, Pgd, Target};
+pub use pgd::{Ascent, Pgd, Step, Target};
 
 use crate::rng::SeededRng;
 

@@ -45,7 +45,7 @@ pub const PGD: Registration = Registration {
         Ok(Box::new(Pgd {
             norm: spec.norm(),
             steps: spec.steps,
-            step_size: spec.pgd_step(eps),
+            step: Step::Absolute(spec.pgd_step(eps)),
             random_start: spec.random_start,
             restarts: spec.restarts,
             target: match spec.target {
@@ -74,11 +74,20 @@ pub enum Target {
     LeastLikely,
 }
 
+/// How far one PGD step goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// A fixed length in the attack's norm.
+    Absolute(f64),
+    /// The whole budget eps (FGSM's single step).
+    Eps,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pgd {
     pub norm: Norm,
     pub steps: usize,
-    pub step_size: f64,
+    pub step: Step,
     pub random_start: bool,
     /// Runs in total (at least 1).
     pub restarts: usize,
@@ -91,20 +100,19 @@ impl Pgd {
         Self {
             norm: Norm::Linf,
             steps,
-            step_size,
+            step: Step::Absolute(step_size),
             random_start: true,
             restarts: 1,
             target: Target::Untargeted,
         }
     }
 
-    /// FGSM: one signed-gradient step of size eps, no random start; its
-    /// `step_size` is ignored and eps used instead.
+    /// FGSM: one signed-gradient step of size eps, no random start.
     pub fn fgsm() -> Self {
         Self {
             norm: Norm::Linf,
             steps: 1,
-            step_size: f64::NAN,
+            step: Step::Eps,
             random_start: false,
             restarts: 1,
             target: Target::Untargeted,
@@ -112,7 +120,7 @@ impl Pgd {
     }
 
     fn is_fgsm(&self) -> bool {
-        self.step_size.is_nan()
+        self.step == Step::Eps
     }
 }
 
@@ -258,7 +266,10 @@ impl Pgd {
         eps: f64,
         rng: &mut SeededRng,
     ) -> crate::Result<Tensor> {
-        let step = if self.is_fgsm() { eps } else { self.step_size };
+        let step = match self.step {
+            Step::Eps => eps,
+            Step::Absolute(s) => s,
+        };
         let start = if self.random_start {
             project(
                 x,

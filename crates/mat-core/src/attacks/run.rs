@@ -33,8 +33,9 @@ pub const DEFINITIONS: &str = "clean_accuracy: accuracy on the unperturbed sampl
 /// One row of the summary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryRow {
-    /// NaN for a minimum-norm attack run without budgets.
-    pub eps: f64,
+    /// `None` for a minimum-norm attack run without budgets (written as
+    /// NaN in `summary.parquet`).
+    pub eps: Option<f64>,
     pub samples: usize,
     pub clean_accuracy: f64,
     pub robust_accuracy: f64,
@@ -45,8 +46,8 @@ pub struct SummaryRow {
 
 /// What a run reports while it works.
 pub enum Event {
-    /// A budget begins (`eps` NaN for a minimum-norm attack).
-    Start { eps: f64, samples: usize },
+    /// A budget begins (`None`: the one run of a minimum-norm attack).
+    Start { eps: Option<f64>, samples: usize },
     /// After each batch: samples done, robust so far among them.
     Batch { done: usize, robust: usize },
 }
@@ -60,12 +61,12 @@ struct Record {
     l2: Vec<f32>,
 }
 
-fn summarise(rec: &Record, eps: f64, minimum_norm: bool) -> SummaryRow {
+fn summarise(rec: &Record, eps: Option<f64>, minimum_norm: bool) -> SummaryRow {
     let n = rec.correct.len().max(1) as f64;
     let count = |it: &mut dyn Iterator<Item = bool>| it.filter(|b| *b).count() as f64;
     let clean = count(&mut rec.correct.iter().copied());
     let robust = if minimum_norm {
-        let fooled = |i: usize| rec.success[i] && (eps.is_nan() || rec.l2[i] as f64 <= eps);
+        let fooled = |i: usize| rec.success[i] && eps.is_none_or(|e| rec.l2[i] as f64 <= e);
         count(&mut (0..rec.correct.len()).map(|i| !fooled(i)))
     } else {
         count(&mut rec.still_correct.iter().copied())
@@ -215,18 +216,21 @@ pub fn run(
     let mut writer = TableWriter::create(&out.join(ADV), adv_meta)?;
     let minimum_norm = spec.minimum_norm();
     // A minimum-norm attack runs once; its budgets only cut its norms.
-    let runs: Vec<f64> = if minimum_norm {
-        vec![f64::NAN]
+    let runs: Vec<Option<f64>> = if minimum_norm {
+        vec![None]
     } else {
-        spec.eps.clone()
+        spec.eps.iter().copied().map(Some).collect()
     };
     let mut summary = Vec::new();
-    for &eps in &runs {
+    for &budget in &runs {
+        // A minimum-norm attack takes no eps; NaN in its rows and its
+        // random stream's name.
+        let eps = budget.unwrap_or(f64::NAN);
         let attack = spec.build(eps, Context { objective })?;
         let mut rng = SeededRng::for_purpose(spec.seed, &format!("{}/{eps}", attack.name()));
         let mut rec = Record::default();
         events(Event::Start {
-            eps,
+            eps: budget,
             samples: split.len(),
         });
         for start in (0..split.len()).step_by(spec.batch_size) {
@@ -268,19 +272,19 @@ pub fn run(
         }
         if minimum_norm {
             if spec.eps.is_empty() {
-                summary.push(summarise(&rec, f64::NAN, true));
+                summary.push(summarise(&rec, None, true));
             }
             for &e in &spec.eps {
-                summary.push(summarise(&rec, e, true));
+                summary.push(summarise(&rec, Some(e), true));
             }
         } else {
-            summary.push(summarise(&rec, eps, false));
+            summary.push(summarise(&rec, budget, false));
         }
     }
     writer.finish()?;
     let col = |f: fn(&SummaryRow) -> f64| summary.iter().map(f).collect::<Vec<f64>>();
     let cols = Columns::new()
-        .f64("eps", col(|r| r.eps))
+        .f64("eps", col(|r| r.eps.unwrap_or(f64::NAN)))
         .u32(
             "samples",
             summary.iter().map(|r| r.samples as u32).collect(),

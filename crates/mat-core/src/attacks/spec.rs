@@ -202,7 +202,7 @@ fn batch() -> usize {
 
 /// `field: expected …, found …`.
 pub(crate) fn bad(field: &str, expected: &str, found: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("{field}: expected {expected}, found {found}"))
+    Error::field(field, expected, found)
 }
 
 /// Refuses 0 for a count.
@@ -222,12 +222,7 @@ impl AttackSpec {
     /// Reads a config file with its `--set` overrides and checks every
     /// value; a problem names the file.
     pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
-        let spec: Self = crate::config::load(path, sets)?;
-        spec.validate().map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            what: e.to_string(),
-        })?;
-        Ok(spec)
+        crate::config::load_checked(path, sets, Self::validate)
     }
 
     /// The registered attack of this config.

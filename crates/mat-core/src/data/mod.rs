@@ -110,11 +110,11 @@ pub struct Split {
 impl Split {
     pub fn new(images: Tensor, labels: Tensor) -> Result<Self> {
         if images.rank() != 4 || labels.rank() != 1 || images.dim(0)? != labels.dim(0)? {
-            return Err(Error::Invalid(format!(
-                "a split needs images (N, C, H, W) and labels (N,), got {:?} and {:?}",
-                images.dims(),
-                labels.dims()
-            )));
+            return Err(Error::Shape {
+                what: "a split".into(),
+                expected: "images (N, C, H, W) and labels (N,)".into(),
+                found: format!("{:?} and {:?}", images.dims(), labels.dims()),
+            });
         }
         Ok(Self { images, labels })
     }

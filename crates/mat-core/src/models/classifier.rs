@@ -113,7 +113,11 @@ impl Arch {
         Some(
             (family.check)(arch.numbers())
                 .map(|()| arch)
-                .map_err(|why| Error::Invalid(format!("architecture `{name}`: {why}"))),
+                .map_err(|why| Error::UnknownName {
+                    kind: "architecture",
+                    name: name.to_string(),
+                    expected: why,
+                }),
         )
     }
 }
@@ -146,10 +150,11 @@ impl FromStr for Arch {
                     .iter()
                     .map(|f| format!("`{}` ({})", f.pattern, f.summary))
                     .collect();
-                Err(Error::Invalid(format!(
-                    "unknown architecture `{s}`: expected {}",
-                    known.join(", ")
-                )))
+                Err(Error::UnknownName {
+                    kind: "architecture",
+                    name: s.to_string(),
+                    expected: known.join(", "),
+                })
             })
     }
 }
@@ -247,10 +252,11 @@ impl Classifier {
     pub fn check_input(&self, dims: &[usize]) -> Result<()> {
         let want = self.arch.input_shape();
         if dims.len() != 4 || dims[1..] != want {
-            return Err(Error::Invalid(format!(
-                "{} takes images of shape [N, {}, {}, {}], got {dims:?}",
-                self.arch, want[0], want[1], want[2]
-            )));
+            return Err(Error::Shape {
+                what: self.arch.to_string(),
+                expected: format!("images of shape [N, {}, {}, {}]", want[0], want[1], want[2]),
+                found: format!("{dims:?}"),
+            });
         }
         Ok(())
     }

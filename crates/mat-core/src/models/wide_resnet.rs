@@ -97,7 +97,7 @@ pub const WRN: Family = Family {
     input_shape: [3, 32, 32],
     check: |n| match n {
         [depth, widen] if *depth >= 10 && (depth - 4) % 6 == 0 && *widen >= 1 => Ok(()),
-        _ => Err("WideResNet depth must be 6n+4 >= 10 and widen >= 1".into()),
+        _ => Err("a WideResNet depth of 6n+4 >= 10 and a widen >= 1".into()),
     },
     build: |n, output, _, vb| Ok(Box::new(wide_resnet(n[0], n[1], output.dim(), vb)?)),
 };
@@ -108,7 +108,7 @@ pub const RESNET_V2: Family = Family {
     input_shape: [3, 32, 32],
     check: |n| match n {
         [depth] if *depth >= 8 && (depth - 2) % 6 == 0 => Ok(()),
-        _ => Err("ResNet-v2 depth must be 6n+2 >= 8 (e.g. 32)".into()),
+        _ => Err("a ResNet-v2 depth of 6n+2 >= 8 (e.g. 32)".into()),
     },
     build: |n, output, _, vb| Ok(Box::new(resnet_v2(n[0], output.dim(), vb)?)),
 };

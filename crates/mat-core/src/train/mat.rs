@@ -75,7 +75,7 @@ impl Mat {
 impl Objective for Mat {
     fn loss(&mut self, model: &Classifier, x: &Tensor, y: &Tensor) -> crate::Result<Loss> {
         let mu = model.head.centers().ok_or_else(|| {
-            crate::Error::Invalid("MAT trains a model with a centers head".into())
+            crate::Error::field("head", "centers (MAT trains against fixed centers)", "none")
         })?;
         let phi = model.features_t(x, true)?;
         let (alpha, beta) = self.current;
@@ -84,7 +84,11 @@ impl Objective for Mat {
         let so = (self.alpha != 0.0).then_some(alpha);
         let phi_adv = if self.beta != 0.0 && beta != 0.0 {
             let adversary = self.adversary.as_mut().ok_or_else(|| {
-                crate::Error::Invalid("MAT with beta > 0 needs an adversary".into())
+                crate::Error::field(
+                    "adversary",
+                    "an inner maximisation for BIBO (beta > 0)",
+                    "none",
+                )
             })?;
             let clean = model.features_t(x, false)?.detach();
             let x_adv = adversary.maximise(x, |t| {

@@ -42,10 +42,9 @@ impl Mmc {
     }
 
     fn centers(model: &Classifier) -> crate::Result<&Tensor> {
-        model
-            .head
-            .centers()
-            .ok_or_else(|| crate::Error::Invalid("MMC trains a model with a centers head".into()))
+        model.head.centers().ok_or_else(|| {
+            crate::Error::field("head", "centers (MMC trains against fixed centers)", "none")
+        })
     }
 }
 

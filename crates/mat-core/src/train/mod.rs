@@ -216,10 +216,12 @@ impl<'a> Trainer<'a> {
             let (loss, terms) = self.objective.loss(self.model, &x, &y)?;
             let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
-                return Err(crate::Error::Invalid(format!(
-                    "epoch {epoch}, batch {}: the loss is {value} (terms {terms:?}); lower the learning rate",
-                    b + 1
-                )));
+                return Err(crate::Error::Diverged {
+                    epoch,
+                    batch: b + 1,
+                    value,
+                    terms: format!("{terms:?}"),
+                });
             }
             self.opt.step(&loss.backward()?)?;
             if sums.is_empty() {

@@ -67,10 +67,11 @@ pub fn prepare(spec: TrainSpec, data_dir: &DataDir, device: &Device) -> Result<P
     let image = ds.image_shape();
     if image != arch.input_shape() {
         let want = arch.input_shape();
-        return Err(Error::Invalid(format!(
-            "dataset `{}` has images of shape {image:?}, but {arch} takes {want:?}; pick an architecture for this dataset",
-            spec.dataset
-        )));
+        return Err(Error::field(
+            "arch",
+            format!("an architecture for the images of dataset `{}`, {image:?} (pick one for this dataset)", spec.dataset),
+            format!("{arch}, which takes {want:?}"),
+        ));
     }
     let classes = ds.num_classes();
     let (head, centers_hash) = match &spec.centers {
@@ -242,12 +243,15 @@ impl Prepared {
         if resume && checkpoint.exists() {
             logs = self.resume(&checkpoint, &mut trainer)?;
             if logs.len() > cfg.epochs {
-                return Err(Error::Invalid(format!(
-                    "{}: the checkpoint has {} epochs, more than optim.epochs = {}; raise optim.epochs or start without --resume",
-                    checkpoint.display(),
-                    logs.len(),
-                    cfg.epochs
-                )));
+                return Err(Error::Metadata {
+                    path: checkpoint,
+                    key: "epoch".into(),
+                    expected: format!(
+                        "at most optim.epochs = {} (raise optim.epochs or start without --resume)",
+                        cfg.epochs
+                    ),
+                    found: logs.len().to_string(),
+                });
             }
             // A kill between the checkpoint and the log leaves the log one
             // row short: the checkpoint's rows are the truth.

@@ -159,7 +159,7 @@ pub struct TrainSpec {
 }
 
 fn bad(field: &str, expected: &str, found: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("{field}: expected {expected}, found {found}"))
+    Error::field(field, expected, found)
 }
 
 fn positive(field: &str, v: f64) -> Result<()> {
@@ -191,20 +191,15 @@ impl TrainSpec {
     /// Reads a config file with its `--set` overrides and checks every
     /// value; a problem names the file.
     pub fn load(path: &std::path::Path, sets: &[String]) -> Result<Self> {
-        let spec: Self = crate::config::load(path, sets)?;
-        spec.validate().map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            what: e.to_string(),
-        })?;
-        Ok(spec)
+        crate::config::load_checked(path, sets, Self::validate)
     }
 
     /// Checks every value; the first problem is the error.
     pub fn validate(&self) -> Result<Arch> {
-        let arch: Arch = self
-            .arch
-            .parse()
-            .map_err(|e: Error| Error::Invalid(format!("arch: {e}")))?;
+        let arch: Arch = self.arch.parse().map_err(|e: Error| Error::In {
+            field: "arch".into(),
+            source: Box::new(e),
+        })?;
         let o = &self.optim;
         if o.epochs == 0 {
             return Err(bad("optim.epochs", "at least 1", 0));
@@ -253,23 +248,35 @@ impl TrainSpec {
         let m = self.method;
         if let Some(why) = (m.registration().needs_adversary)(self) {
             if self.adversary.is_none() {
-                return Err(Error::Invalid(format!(
-                    "adversary: method `{}` needs an `adversary:` section (eps, steps, step_size) because {why}",
-                    m.name()
-                )));
+                return Err(bad(
+                    "adversary",
+                    &format!(
+                        "an `adversary:` section (eps, steps, step_size): method `{}` needs one because {why}",
+                        m.name()
+                    ),
+                    "none",
+                ));
             }
         }
         if m.uses_centers() && self.centers.is_none() {
-            return Err(Error::Invalid(format!(
-                "centers: method `{}` needs a centers file (write one with `mat-centers`)",
-                m.name()
-            )));
+            return Err(bad(
+                "centers",
+                &format!(
+                    "a centers file for method `{}` (write one with `mat-centers`)",
+                    m.name()
+                ),
+                "none",
+            ));
         }
         if !m.uses_centers() && self.centers.is_some() {
-            return Err(Error::Invalid(format!(
-                "centers: method `{}` has no centers; only mat and mmc use them",
-                m.name()
-            )));
+            return Err(bad(
+                "centers",
+                &format!(
+                    "no centers for method `{}` (only mat and mmc use them)",
+                    m.name()
+                ),
+                "a centers file",
+            ));
         }
         Ok(arch)
     }
@@ -281,7 +288,7 @@ impl TrainSpec {
         let a = self
             .adversary
             .as_ref()
-            .ok_or_else(|| Error::Invalid("adversary: missing".into()))?;
+            .ok_or_else(|| bad("adversary", "an `adversary:` section", "none"))?;
         Ok(Adversary::new(
             InnerMax {
                 eps: a.eps,
