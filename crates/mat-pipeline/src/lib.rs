@@ -13,11 +13,14 @@ pub mod error;
 pub mod hash;
 pub mod interrupt;
 pub mod lock;
+pub mod project;
 pub mod run;
 pub mod runlock;
+pub mod slurm;
 pub mod spec;
 pub mod yaml_limits;
 
 pub use error::{Error, Result};
-pub use run::{repro, Options, Outcome, Reason};
+pub use run::{repro, Executor, Options, Outcome, Reason};
+pub use slurm::SlurmOptions;
 pub use spec::{pipelines_of, Pipeline, Stage};

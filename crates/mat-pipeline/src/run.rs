@@ -14,6 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash;
 use crate::interrupt;
 use crate::lock::{Lock, StageLock};
+use crate::slurm::{self, SlurmOptions};
 use crate::spec::{Pipeline, Stage};
 
 /// Why a stage runs.
@@ -62,6 +63,20 @@ pub enum Outcome {
     NotRun,
 }
 
+impl std::fmt::Display for Outcome {
+    /// How `mat repro` reports the stage.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::UpToDate => write!(f, "up to date, skipped"),
+            Outcome::Ran(r) => write!(f, "ran ({r})"),
+            Outcome::Restored(r) => write!(f, "restored from the run cache ({r})"),
+            Outcome::WouldRun(r) => write!(f, "would run: {r}"),
+            Outcome::Failed(e) => write!(f, "FAILED: {e}"),
+            Outcome::NotRun => write!(f, "not run (an upstream stage failed)"),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Options {
     pub dry_run: bool,
@@ -77,6 +92,18 @@ pub struct Options {
     /// A descriptor every stage inherits (the run folder's lock), so a
     /// stage that outlives the runner keeps the folder locked.
     pub inherit_fd: Option<i32>,
+    /// Who runs a stage's command.
+    pub executor: Executor,
+}
+
+/// Who runs a stage's command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Executor {
+    /// A child process of the runner (the default).
+    #[default]
+    Local,
+    /// A Slurm batch job per stage.
+    Slurm(SlurmOptions),
 }
 
 impl Default for Options {
@@ -90,6 +117,7 @@ impl Default for Options {
             capacity: BTreeMap::new(),
             workdir: PathBuf::from("."),
             inherit_fd: None,
+            executor: Executor::Local,
         }
     }
 }
@@ -247,7 +275,74 @@ fn execute(stage: &Stage, opts: &Options, log_dir: &Path, keep: bool) -> Result<
     }
     std::fs::create_dir_all(log_dir).at(log_dir)?;
     let log_path = log_dir.join(format!("{}.log", stage.name.replace(['/', '@'], "_")));
-    let log = std::fs::File::create(&log_path).at(&log_path)?;
+    let (success, status, interrupted) = match &opts.executor {
+        Executor::Local => run_local(stage, opts, &log_path)?,
+        Executor::Slurm(s) => {
+            let end = slurm::run(stage, s, workdir, &log_path)?;
+            let status = format!("Slurm job {} ended {}", end.id, end.state);
+            (
+                end.success,
+                status,
+                end.interrupted.or_else(interrupt::received),
+            )
+        }
+    };
+    let missing: Vec<&PathBuf> = stage
+        .outs
+        .iter()
+        .filter(|o| !workdir.join(o).exists())
+        .collect();
+    if success && missing.is_empty() && interrupted.is_none() {
+        return Ok(());
+    }
+    if !stage.persist {
+        for o in &stage.outs {
+            let p = workdir.join(o);
+            if p.exists() {
+                remove(&p)?;
+            }
+        }
+    }
+    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+    let left = if stage.persist {
+        "its outputs were kept for the next run to resume"
+    } else {
+        "its outputs were removed"
+    };
+    let what = if let Some(sig) = interrupted {
+        format!("stopped by {}: {left}", interrupt::name(sig))
+    } else if success {
+        format!(
+            "exited 0 but did not write {}",
+            missing
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        status
+    };
+    Err(Error::StageFailed {
+        stage: stage.name.clone(),
+        status: format!(
+            "{what}; log {}:\n{}",
+            log_path.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ),
+    })
+}
+
+/// Runs a stage's command as a child process in its own process group;
+/// returns (success, exit status, the signal that stopped it).
+fn run_local(
+    stage: &Stage,
+    opts: &Options,
+    log_path: &Path,
+) -> Result<(bool, String, Option<i32>)> {
+    let workdir = &opts.workdir;
+    let log = std::fs::File::create(log_path).at(log_path)?;
     // Its own process group: a signal to the runner is passed on to the
     // stage's whole process tree, and only by the runner.
     let mut command = Command::new("bash");
@@ -255,7 +350,7 @@ fn execute(stage: &Stage, opts: &Options, log_dir: &Path, keep: bool) -> Result<
         .arg("-c")
         .arg(&stage.cmd)
         .current_dir(workdir)
-        .stdout(log.try_clone().at(&log_path)?)
+        .stdout(log.try_clone().at(log_path)?)
         .stderr(log)
         .process_group(0);
     let parent = std::process::id() as libc::pid_t;
@@ -310,51 +405,7 @@ fn execute(stage: &Stage, opts: &Options, log_dir: &Path, keep: bool) -> Result<
     };
     let forwarded = forwarded.map(|(sig, _)| sig);
     let interrupted = forwarded.or_else(interrupt::received);
-    let missing: Vec<&PathBuf> = stage
-        .outs
-        .iter()
-        .filter(|o| !workdir.join(o).exists())
-        .collect();
-    if status.success() && missing.is_empty() && interrupted.is_none() {
-        return Ok(());
-    }
-    if !stage.persist {
-        for o in &stage.outs {
-            let p = workdir.join(o);
-            if p.exists() {
-                remove(&p)?;
-            }
-        }
-    }
-    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let tail: Vec<&str> = tail.lines().rev().take(10).collect();
-    let left = if stage.persist {
-        "its outputs were kept for the next run to resume"
-    } else {
-        "its outputs were removed"
-    };
-    let what = if let Some(sig) = interrupted {
-        format!("stopped by {}: {left}", interrupt::name(sig))
-    } else if status.success() {
-        format!(
-            "exited 0 but did not write {}",
-            missing
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    } else {
-        format!("{status}")
-    };
-    Err(Error::StageFailed {
-        stage: stage.name.clone(),
-        status: format!(
-            "{what}; log {}:\n{}",
-            log_path.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ),
-    })
+    Ok((status.success(), format!("{status}"), interrupted))
 }
 
 /// Decides, restores from the cache, or runs one stage; returns the outcome
@@ -431,6 +482,12 @@ fn process(
             cache_key: key,
         }),
     ))
+}
+
+/// Resources that only size a Slurm job (`cpus`, `mem_gb`, `time_min`)
+/// are not counted by the local scheduler.
+fn counted(resource: &str) -> bool {
+    !matches!(resource, "cpus" | "mem_gb" | "time_min")
 }
 
 /// Runs `pipeline`. `report` hears each stage's outcome as it happens.
@@ -520,10 +577,16 @@ pub fn repro(
             while i < pending.len() && running.len() < jobs {
                 let s = pending[i];
                 let ready = s.upstream.iter().all(|u| results.contains_key(u));
-                let fits = s.resources.iter().all(|(r, n)| {
-                    in_use.get(r).copied().unwrap_or(0) + n
-                        <= opts.capacity.get(r).copied().unwrap_or(1)
-                });
+                // Under Slurm, Slurm allocates; locally only counted
+                // resources (`gpu`, names of the pipeline's own) limit.
+                let fits = opts.executor != Executor::Local
+                    || s.resources
+                        .iter()
+                        .filter(|(r, _)| counted(r))
+                        .all(|(r, n)| {
+                            in_use.get(r).copied().unwrap_or(0) + n
+                                <= opts.capacity.get(r).copied().unwrap_or(1)
+                        });
                 if ready && fits {
                     for (r, n) in &s.resources {
                         *in_use.entry(r.clone()).or_default() += n;
