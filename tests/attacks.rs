@@ -419,3 +419,90 @@ fn adaptive_trades_with_beta_zero_is_pgd() {
     };
     assert_eq!(run(&adaptive), run(&Pgd::linf(7, 0.03)));
 }
+
+/// Regression: a point the model misclassifies clean counted as robust
+/// when the attack happened to move it into its class, so robust accuracy
+/// could exceed clean accuracy. Here a two-class model predicts class 1
+/// for the clean point of label 0; PGD towards the least likely class (0,
+/// the true one) makes the adversarial point correct. It is still not
+/// robust.
+#[test]
+fn a_point_misclassified_clean_is_never_robust() {
+    let d = Device::Cpu;
+    // logits (m - 0.5, 0.5 - m), m the mean pixel: class 0 above 0.5.
+    let model = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let m = x.flatten_from(1)?.mean_keepdim(1)?;
+        Tensor::cat(&[m.affine(1.0, -0.5)?, m.affine(-1.0, 0.5)?], 1)
+    };
+    let images = Tensor::full(0.45f32, (1, 1, 2, 2), &d).unwrap();
+    let split = mat_core::data::Split::new(images, Tensor::new(&[0u32], &d).unwrap()).unwrap();
+    let spec: AttackSpec = serde_yaml::from_str(
+        "model: m\ndata: d\nattack: pgd\neps: [0.3]\nsteps: 5\nstep_size: 0.1\ntarget: least-likely\nrandom_start: false",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let rows = mat_core::attacks::run::run(
+        &spec,
+        &model,
+        None,
+        &split,
+        &[0],
+        out.path(),
+        Default::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let adv = mat_core::artifact::Table::read(&out.path().join("adv.parquet")).unwrap();
+    assert_eq!(adv.u32s("clean_prediction").unwrap(), [1]);
+    assert_eq!(
+        adv.u32s("adversarial_prediction").unwrap(),
+        [0],
+        "the attack made it correct"
+    );
+    assert_eq!(rows[0].clean_accuracy, 0.0);
+    assert_eq!(rows[0].robust_accuracy, 0.0, "robust > clean");
+}
+
+/// Square reads logits only: on a model whose backward pass fails (its
+/// logits are a fresh tensor, cut from the graph), gradients error, and
+/// Square still changes most of a random network's predictions within the
+/// ball (labels: the network's own clean predictions, so all start correct).
+#[test]
+fn square_needs_no_gradient() {
+    let (ds, _c) = mnist_10k();
+    let inner = random_center_head();
+    let no_grad = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let z = inner.logits(x)?;
+        Tensor::from_vec(z.flatten_all()?.to_vec1::<f32>()?, z.shape(), z.device())
+    };
+    let test = ds.test.subset(Some(32), Some(0)).unwrap();
+    let own = no_grad(&test.images).unwrap().argmax(D::Minus1).unwrap();
+    assert!(input_gradient(&no_grad, &test.images, &own).is_err());
+    let square = mat_core::attacks::square::Square {
+        queries: 200,
+        p_init: 0.8,
+        restarts: 1,
+    };
+    let run = |seed| {
+        run_attack(
+            &square,
+            &no_grad,
+            &test.images,
+            &own,
+            0.1,
+            &mut SeededRng::new(seed),
+        )
+        .unwrap()
+    };
+    let out = run(0);
+    let robust = out.success.iter().filter(|s| !**s).count();
+    eprintln!("square on a random net: {robust} of 32 keep their prediction at eps 0.1");
+    assert!(
+        robust < 16,
+        "Square changed only {} of 32 predictions",
+        32 - robust
+    );
+    assert!(out.linf.iter().all(|&d| d <= 0.1 + 1e-6));
+    let again = run(0).adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(out.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap() == again);
+}

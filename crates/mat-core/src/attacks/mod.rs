@@ -11,6 +11,7 @@ pub mod ddn;
 pub mod pgd;
 pub mod run;
 pub mod spec;
+pub mod square;
 
 use candle_core::{DType, Tensor, Var, D};
 

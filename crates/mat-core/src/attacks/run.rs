@@ -3,8 +3,9 @@
 //!
 //! Definitions (also written into the files' metadata):
 //! - clean accuracy: the model's accuracy on the unperturbed samples;
-//! - robust accuracy at eps: the fraction of samples whose adversarial
-//!   point is still classified correctly (bounded attacks); for minimum-
+//! - robust accuracy at eps: the fraction of samples classified correctly
+//!   both clean and at their adversarial point (bounded attacks; a sample
+//!   misclassified clean is not robust, so robust <= clean); for minimum-
 //!   norm attacks (C&W, DDN), the fraction not fooled by a perturbation of
 //!   L2 norm <= eps (a sample misclassified to begin with counts as fooled
 //!   at norm 0);
@@ -28,7 +29,7 @@ use crate::{Error, Result};
 pub const ADV: &str = "adv.parquet";
 pub const SUMMARY: &str = "summary.parquet";
 
-pub const DEFINITIONS: &str = "clean_accuracy: accuracy on the unperturbed samples; robust_accuracy: fraction whose adversarial point is classified correctly (minimum-norm attacks: fraction not fooled within L2 <= eps, a misclassified sample counting as fooled at norm 0); success_rate: over correctly classified samples, the fraction fooled; mean_l2/median_l2: over correctly classified samples that were fooled";
+pub const DEFINITIONS: &str = "clean_accuracy: accuracy on the unperturbed samples; robust_accuracy: fraction classified correctly both clean and at the adversarial point, so never above clean_accuracy (minimum-norm attacks: fraction not fooled within L2 <= eps, a misclassified sample counting as fooled at norm 0); success_rate: over correctly classified samples, the fraction fooled; mean_l2/median_l2: over correctly classified samples that were fooled";
 
 /// One row of the summary.
 #[derive(Debug, Clone, PartialEq)]
@@ -255,8 +256,11 @@ pub fn run(
                 );
             writer.write(cols)?;
             for (i, l) in labels.iter().enumerate() {
-                rec.correct.push(o.clean_pred[i] == *l);
-                rec.still_correct.push(o.adv_pred[i] == *l);
+                // A point the model misclassifies clean is not robust,
+                // whatever the attack made of it: robust <= clean.
+                let correct = o.clean_pred[i] == *l;
+                rec.correct.push(correct);
+                rec.still_correct.push(correct && o.adv_pred[i] == *l);
             }
             rec.success.extend(&o.success);
             rec.l2.extend(&o.l2);

@@ -1,0 +1,261 @@
+//! Square (Andriushchenko et al., 2020): a score-based black-box attack by
+//! random search. It reads only the model's logits, never a gradient, so a
+//! defence that masks gradients (a saturated softmax, MAT's center head
+//! with large |mu|) cannot hide from it; AutoAttack runs it last for that.
+//!
+//! L∞: the search starts from vertical stripes of ±eps; each query changes
+//! one random square window of the current best point to a random vertex
+//! of the eps-ball (one sign per channel) and keeps the change where the
+//! margin loss `z_y - max_{j≠y} z_j` fell or the point is misclassified.
+//! The window's side follows the reference's schedule: a fraction `p` of
+//! the pixels, `p` halving from `p_init` at 10, 50, 200, 500, 1000, 2000,
+//! 4000, 6000 and 8000 of 10,000 queries (rescaled to `queries`).
+//!
+//! Distance: L∞. Arguments: queries (5000), p_init (0.8), restarts. Unlike
+//! the reference, which draws one window and one sign per channel for the
+//! whole batch, each image draws its own, as in the paper's Algorithm 1:
+//! the images' searches are then independent of the batch they sit in.
+
+use candle_core::{DType, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use super::spec::{at_least_one, bad, AttackSpec, Budget, Registration};
+use super::{Attack, Norm, Problem};
+use crate::rng::SeededRng;
+
+/// The config section `square:` (AutoAttack's settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SquareSpec {
+    /// Model queries per image and run.
+    pub queries: usize,
+    /// The fraction of the image the first windows cover.
+    pub p_init: f64,
+}
+
+impl Default for SquareSpec {
+    fn default() -> Self {
+        Self {
+            queries: 5000,
+            p_init: 0.8,
+        }
+    }
+}
+
+pub const SQUARE: Registration = Registration {
+    name: "square",
+    summary: "Square: score-based random search, no gradients (Andriushchenko et al.)",
+    budget: Budget::Bounded,
+    norms: &[Norm::Linf],
+    iterative: false,
+    needs_objective: false,
+    section: Some("square"),
+    check: |spec| {
+        let s: SquareSpec = spec.section("square")?;
+        at_least_one("square.queries", s.queries)?;
+        if !(s.p_init > 0.0 && s.p_init <= 1.0) {
+            return Err(bad("square.p_init", "a number in (0, 1]", s.p_init));
+        }
+        Ok(())
+    },
+    build: |spec: &AttackSpec, _, _| {
+        let s: SquareSpec = spec.section("square")?;
+        Ok(Box::new(Square {
+            queries: s.queries,
+            p_init: s.p_init,
+            restarts: spec.restarts,
+        }))
+    },
+    examples: &["eps: [0.3]\nsquare: {queries: 50}\nrestarts: 2"],
+};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Square {
+    pub queries: usize,
+    pub p_init: f64,
+    /// Runs in total; a run starts afresh on the images still robust.
+    pub restarts: usize,
+}
+
+/// The fraction of pixels a window covers at query `it` of `queries`.
+pub fn p_at(p_init: f64, it: usize, queries: usize) -> f64 {
+    let it = (it as f64 / queries as f64 * 10_000.0) as usize;
+    let halvings = [10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000]
+        .iter()
+        .filter(|&&t| it > t)
+        .count();
+    p_init / 2f64.powi(halvings as i32)
+}
+
+/// Per image: the margin `z_y - max_{j≠y} z_j` of `logits` `[N, L]`, and
+/// whether the model misclassifies it (argmax ≠ y).
+fn margins(logits: &Tensor, y: &[u32]) -> crate::Result<(Vec<f32>, Vec<bool>)> {
+    let z = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let m = z
+        .iter()
+        .zip(y)
+        .map(|(row, &label)| {
+            let other = row
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != label as usize)
+                .map(|(_, v)| *v)
+                .fold(f32::NEG_INFINITY, f32::max);
+            row[label as usize] - other
+        })
+        .collect();
+    Ok((m, pred.iter().zip(y).map(|(p, l)| p != l).collect()))
+}
+
+impl Square {
+    /// One run of the search from a fresh stripe start, on images `x`
+    /// (host, `[n][C·H·W]`); returns the best points.
+    fn one_run(
+        &self,
+        p: &Problem,
+        dims: [usize; 3],
+        x: &[Vec<f32>],
+        y: &[u32],
+        rng: &mut SeededRng,
+    ) -> crate::Result<Vec<Vec<f32>>> {
+        let [c, h, w] = dims;
+        let eps = p.eps as f32;
+        let clip = |v: f32, x0: f32| v.clamp(x0 - eps, x0 + eps).clamp(0.0, 1.0);
+        let logits = |pts: &[&Vec<f32>]| -> crate::Result<Tensor> {
+            let flat: Vec<f32> = pts.iter().flat_map(|v| v.iter().copied()).collect();
+            let t = Tensor::from_vec(flat, (pts.len(), c, h, w), p.x.device())?;
+            Ok(p.model.logits(&t)?)
+        };
+        // Vertical stripes: one sign per channel and column.
+        let mut best: Vec<Vec<f32>> = x
+            .iter()
+            .map(|xi| {
+                let signs: Vec<f32> = (0..c * w)
+                    .map(|_| if rng.coin() { eps } else { -eps })
+                    .collect();
+                (0..c * h * w)
+                    .map(|k| {
+                        let (ch, col) = (k / (h * w), k % w);
+                        clip(xi[k] + signs[ch * w + col], xi[k])
+                    })
+                    .collect()
+            })
+            .collect();
+        // The margin loss is what the search lowers; a point that is
+        // misclassified is done.
+        let (mut loss, mut fooled) = margins(&logits(&best.iter().collect::<Vec<_>>())?, y)?;
+        for it in 0..self.queries {
+            let active: Vec<usize> = (0..x.len()).filter(|&i| !fooled[i]).collect();
+            if active.is_empty() {
+                break;
+            }
+            let frac = p_at(self.p_init, it, self.queries);
+            let side = ((frac * (h * w) as f64).sqrt().round() as usize).clamp(1, h.min(w));
+            let candidates: Vec<Vec<f32>> = active
+                .iter()
+                .map(|&i| {
+                    let (top, left) = (rng.below(h - side + 1), rng.below(w - side + 1));
+                    let mut v = best[i].clone();
+                    for ch in 0..c {
+                        let step = if rng.coin() { 2.0 * eps } else { -2.0 * eps };
+                        for r in top..top + side {
+                            for col in left..left + side {
+                                let k = ch * h * w + r * w + col;
+                                v[k] = clip(v[k] + step, x[i][k]);
+                            }
+                        }
+                    }
+                    v
+                })
+                .collect();
+            let (m, f) = margins(&logits(&candidates.iter().collect::<Vec<_>>())?, &{
+                active.iter().map(|&i| y[i]).collect::<Vec<_>>()
+            })?;
+            for (j, &i) in active.iter().enumerate() {
+                let improved = m[j] < loss[i];
+                if improved {
+                    loss[i] = m[j];
+                }
+                if improved || f[j] {
+                    fooled[i] = f[j];
+                    best[i] = candidates[j].clone();
+                }
+            }
+        }
+        Ok(best)
+    }
+}
+
+impl Attack for Square {
+    fn name(&self) -> &'static str {
+        "square"
+    }
+
+    fn norm(&self) -> Norm {
+        Norm::Linf
+    }
+
+    fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
+        let dims: [usize; 3] = match p.x.dims() {
+            [_, c, h, w] => [*c, *h, *w],
+            other => {
+                return Err(crate::Error::Shape {
+                    what: "square".into(),
+                    expected: "images [N, C, H, W]".into(),
+                    found: format!("{other:?}"),
+                })
+            }
+        };
+        let n = p.x.dim(0)?;
+        let x: Vec<Vec<f32>> =
+            p.x.to_dtype(DType::F32)?
+                .flatten_from(1)?
+                .to_vec2::<f32>()?;
+        let y = p.y.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let mut best = x.clone();
+        let mut robust: Vec<usize> = (0..n).collect();
+        for _ in 0..self.restarts {
+            if robust.is_empty() {
+                break;
+            }
+            let xs: Vec<Vec<f32>> = robust.iter().map(|&i| x[i].clone()).collect();
+            let ys: Vec<u32> = robust.iter().map(|&i| y[i]).collect();
+            let found = self.one_run(p, dims, &xs, &ys, rng)?;
+            let t = Tensor::from_vec(
+                found.iter().flatten().copied().collect::<Vec<_>>(),
+                (found.len(), dims[0], dims[1], dims[2]),
+                p.x.device(),
+            )?;
+            let (_, fooled) = margins(&p.model.logits(&t)?, &ys)?;
+            let mut still = Vec::new();
+            for ((&i, point), f) in robust.iter().zip(found).zip(fooled) {
+                best[i] = point;
+                if !f {
+                    still.push(i);
+                }
+            }
+            robust = still;
+        }
+        let flat: Vec<f32> = best.into_iter().flatten().collect();
+        Ok(Tensor::from_vec(flat, p.x.shape(), p.x.device())?.to_dtype(p.x.dtype())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference's schedule at 5000 queries: p_init until query 5,
+    /// then halved at 25, 100, 250, 500, 1000, 2000, 3000 and 4000.
+    #[test]
+    fn window_schedule_follows_the_reference() {
+        let p = |it| p_at(0.8, it, 5000);
+        assert_eq!(p(0), 0.8);
+        assert_eq!(p(5), 0.8);
+        assert_eq!(p(6), 0.4);
+        assert_eq!(p(26), 0.2);
+        assert_eq!(p(101), 0.1);
+        assert_eq!(p(4001), 0.8 / 512.0);
+    }
+}
