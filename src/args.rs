@@ -72,6 +72,9 @@ pub enum Command {
     },
     /// Remove run-cache entries that no lock file under runs/ refers to.
     Gc,
+    /// Check a model for gradient masking (Carlini et al. 2019): writes
+    /// audit.parquet (one row per check) and prints a verdict.
+    Audit(crate::audit_command::AuditArgs),
 }
 
 /// Who runs the stages.

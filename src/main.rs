@@ -10,6 +10,7 @@ use mat_core::data::DataDir;
 use mat_pipeline::project;
 
 mod args;
+mod audit_command;
 mod data_commands;
 
 fn load_pipeline(path: &std::path::Path, profile: &str) -> anyhow::Result<mat_pipeline::Pipeline> {
@@ -150,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Gc => gc(),
+        Command::Audit(a) => audit_command::run(a),
     }
 }
 

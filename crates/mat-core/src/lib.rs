@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod analysis;
 pub mod artifact;
 pub mod attacks;
+pub mod audit;
 pub mod centers;
 pub mod cli;
 pub mod config;
