@@ -31,6 +31,7 @@ use crate::attacks::apgd::{Apgd, ApgdLoss};
 use crate::attacks::square::Square;
 use crate::attacks::{
     input_gradient, norms, run_attack, AdaptiveObjective, AdaptivePgd, Attack, Logits, Norm, Pgd,
+    Problem,
 };
 use crate::data::Split;
 use crate::rng::SeededRng;
@@ -380,7 +381,11 @@ pub fn run(models: &Models, split: &Split, spec: &AuditSpec) -> Result<Vec<Check
             detail: "not run: no surrogate model given".into(),
         },
         Some(s) => {
-            let acc = transfer(s, model, split, spec)?;
+            let attack = Transfer {
+                surrogate: s,
+                pgd: Pgd::linf(spec.long_steps, eps / 10.0),
+            };
+            let acc = robust(&attack, model, split, eps, spec, "audit/transfer")?;
             not_below(
                 "transfer",
                 acc,
@@ -424,31 +429,30 @@ pub fn run(models: &Models, split: &Split, spec: &AuditSpec) -> Result<Vec<Check
     Ok(checks)
 }
 
-/// Accuracy of `model` on PGD examples crafted on `surrogate`.
-fn transfer(
-    surrogate: &dyn Logits,
-    model: &dyn Logits,
-    split: &Split,
-    spec: &AuditSpec,
-) -> Result<f64> {
-    let pgd = Pgd::linf(spec.long_steps, spec.eps / 10.0);
-    let mut rng = SeededRng::for_purpose(spec.seed, "audit/transfer");
-    let mut kept = 0usize;
-    for start in (0..split.len()).step_by(spec.batch_size) {
-        let n = spec.batch_size.min(split.len() - start);
-        let (x, y) = (
-            split.images.narrow(0, start, n)?,
-            split.labels.narrow(0, start, n)?,
-        );
-        let adv = run_attack(&pgd, surrogate, &x, &y, spec.eps, &mut rng)?.adv;
-        let labels = y.to_vec1::<u32>()?;
-        let clean = model.logits(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-        let moved = model.logits(&adv)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-        kept += (0..n)
-            .filter(|&i| clean[i] == labels[i] && moved[i] == labels[i])
-            .count();
+/// PGD on a surrogate model: its examples, judged on the audited model.
+struct Transfer<'a> {
+    surrogate: &'a dyn Logits,
+    pgd: Pgd,
+}
+
+impl Attack for Transfer<'_> {
+    fn name(&self) -> &'static str {
+        "transfer-pgd"
     }
-    Ok(kept as f64 / split.len().max(1) as f64)
+
+    fn norm(&self) -> Norm {
+        Norm::Linf
+    }
+
+    fn propose(&self, p: &Problem, rng: &mut SeededRng) -> Result<Tensor> {
+        self.pgd.propose(
+            &Problem {
+                model: self.surrogate,
+                ..*p
+            },
+            rng,
+        )
+    }
 }
 
 pub const AUDIT: &str = "audit.parquet";
