@@ -465,8 +465,9 @@ fn a_point_misclassified_clean_is_never_robust() {
 
 /// Square reads logits only: on a model whose backward pass fails (its
 /// logits are a fresh tensor, cut from the graph), gradients error, and
-/// Square still changes most of a random network's predictions within the
-/// ball (labels: the network's own clean predictions, so all start correct).
+/// Square, in L∞ and in L2, still changes most of a random network's
+/// predictions within the ball (labels: the network's own clean
+/// predictions, so all start correct).
 #[test]
 fn square_needs_no_gradient() {
     let (ds, _c) = mnist_10k();
@@ -478,31 +479,41 @@ fn square_needs_no_gradient() {
     let test = ds.test.subset(Some(32), Some(0)).unwrap();
     let own = no_grad(&test.images).unwrap().argmax(D::Minus1).unwrap();
     assert!(input_gradient(&no_grad, &test.images, &own).is_err());
-    let square = mat_core::attacks::square::Square {
-        queries: 200,
-        p_init: 0.8,
-        restarts: 1,
-    };
-    let run = |seed| {
-        run_attack(
-            &square,
-            &no_grad,
-            &test.images,
-            &own,
-            0.1,
-            &mut SeededRng::new(seed),
-        )
-        .unwrap()
-    };
-    let out = run(0);
-    let robust = out.success.iter().filter(|s| !**s).count();
-    eprintln!("square on a random net: {robust} of 32 keep their prediction at eps 0.1");
-    assert!(
-        robust < 16,
-        "Square changed only {} of 32 predictions",
-        32 - robust
-    );
-    assert!(out.linf.iter().all(|&d| d <= 0.1 + 1e-6));
-    let again = run(0).adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(out.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap() == again);
+    for (norm, eps) in [(Norm::Linf, 0.1), (Norm::L2, 1.0)] {
+        let square = mat_core::attacks::square::Square {
+            norm,
+            queries: 200,
+            p_init: 0.8,
+            restarts: 1,
+        };
+        let run = |seed| {
+            run_attack(
+                &square,
+                &no_grad,
+                &test.images,
+                &own,
+                eps,
+                &mut SeededRng::new(seed),
+            )
+            .unwrap()
+        };
+        let out = run(0);
+        let robust = out.success.iter().filter(|s| !**s).count();
+        eprintln!(
+            "square {norm:?} on a random net: {robust} of 32 keep their prediction at eps {eps}"
+        );
+        assert!(
+            robust < 16,
+            "{norm:?}: Square changed only {} of 32",
+            32 - robust
+        );
+        let dist = if norm == Norm::Linf {
+            &out.linf
+        } else {
+            &out.l2
+        };
+        assert!(dist.iter().all(|&d| d as f64 <= eps * (1.0 + 1e-5)));
+        let again = run(0).adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(out.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap() == again);
+    }
 }

@@ -356,6 +356,7 @@ pub fn run(models: &Models, split: &Split, spec: &AuditSpec) -> Result<Vec<Check
     // The gradient attacks on the cross-entropy: what a PGD number reports.
     let white_box = pgd_acc.min(long_acc);
     let square = Square {
+        norm: Norm::Linf,
         queries: spec.square_queries,
         p_init: 0.8,
         restarts: 1,

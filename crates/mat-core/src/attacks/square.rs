@@ -11,10 +11,19 @@
 //! the pixels, `p` halving from `p_init` at 10, 50, 200, 500, 1000, 2000,
 //! 4000, 6000 and 8000 of 10,000 queries (rescaled to `queries`).
 //!
-//! Distance: L∞. Arguments: queries (5000), p_init (0.8), restarts. Unlike
-//! the reference, which draws one window and one sign per channel for the
-//! whole batch, each image draws its own, as in the paper's Algorithm 1:
-//! the images' searches are then independent of the batch they sit in.
+//! L2: the search starts from a grid of "pseudo-Gaussian" squares (the
+//! paper's Section 3.2: nested rectangles of weights 1/k², one half
+//! positive and one negative, in random orientation) of random sign per
+//! channel, scaled to norm eps. Each query moves the mass of one window into
+//! another (odd side, at least 3): the second window's perturbation is set
+//! to 0 and the first gets a fresh square plus its old content, rescaled so
+//! the whole perturbation keeps norm eps.
+//!
+//! Distance: L∞ or L2. Arguments: queries (5000), p_init (0.8), restarts.
+//! Unlike the reference, which draws one window and one sign per channel
+//! for the whole batch, each image draws its own, as in the paper's
+//! Algorithm 1: the images' searches are then independent of the batch
+//! they sit in.
 
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -46,7 +55,7 @@ pub const SQUARE: Registration = Registration {
     name: "square",
     summary: "Square: score-based random search, no gradients (Andriushchenko et al.)",
     budget: Budget::Bounded,
-    norms: &[Norm::Linf],
+    norms: &[Norm::Linf, Norm::L2],
     iterative: false,
     needs_objective: false,
     section: Some("square"),
@@ -61,16 +70,21 @@ pub const SQUARE: Registration = Registration {
     build: |spec: &AttackSpec, _, _| {
         let s: SquareSpec = spec.section("square")?;
         Ok(Box::new(Square {
+            norm: spec.norm(),
             queries: s.queries,
             p_init: s.p_init,
             restarts: spec.restarts,
         }))
     },
-    examples: &["eps: [0.3]\nsquare: {queries: 50}\nrestarts: 2"],
+    examples: &[
+        "eps: [0.3]\nsquare: {queries: 50}\nrestarts: 2",
+        "eps: [2.0]\nnorm: l2\nsquare: {queries: 50}",
+    ],
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Square {
+    pub norm: Norm,
     pub queries: usize,
     pub p_init: f64,
     /// Runs in total; a run starts afresh on the images still robust.
@@ -127,21 +141,24 @@ impl Square {
             let t = Tensor::from_vec(flat, (pts.len(), c, h, w), p.x.device())?;
             Ok(p.model.logits(&t)?)
         };
-        // Vertical stripes: one sign per channel and column.
-        let mut best: Vec<Vec<f32>> = x
-            .iter()
-            .map(|xi| {
-                let signs: Vec<f32> = (0..c * w)
-                    .map(|_| if rng.coin() { eps } else { -eps })
-                    .collect();
-                (0..c * h * w)
-                    .map(|k| {
-                        let (ch, col) = (k / (h * w), k % w);
-                        clip(xi[k] + signs[ch * w + col], xi[k])
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut best: Vec<Vec<f32>> = match self.norm {
+            // Vertical stripes: one sign per channel and column.
+            Norm::Linf => x
+                .iter()
+                .map(|xi| {
+                    let signs: Vec<f32> = (0..c * w)
+                        .map(|_| if rng.coin() { eps } else { -eps })
+                        .collect();
+                    (0..c * h * w)
+                        .map(|k| {
+                            let (ch, col) = (k / (h * w), k % w);
+                            clip(xi[k] + signs[ch * w + col], xi[k])
+                        })
+                        .collect()
+                })
+                .collect(),
+            Norm::L2 => x.iter().map(|xi| l2_start(xi, dims, eps, rng)).collect(),
+        };
         // The margin loss is what the search lowers; a point that is
         // misclassified is done.
         let (mut loss, mut fooled) = margins(&logits(&best.iter().collect::<Vec<_>>())?, y)?;
@@ -155,6 +172,9 @@ impl Square {
             let candidates: Vec<Vec<f32>> = active
                 .iter()
                 .map(|&i| {
+                    if self.norm == Norm::L2 {
+                        return l2_move(&x[i], &best[i], dims, eps, frac, rng);
+                    }
                     let (top, left) = (rng.below(h - side + 1), rng.below(w - side + 1));
                     let mut v = best[i].clone();
                     for ch in 0..c {
@@ -187,13 +207,148 @@ impl Square {
     }
 }
 
+/// The L2 norm of `v`.
+fn l2(v: impl Iterator<Item = f32>) -> f32 {
+    v.map(|a| a * a).sum::<f32>().sqrt()
+}
+
+/// Nested rectangles centred in an `rows` x `cols` patch, rectangle k
+/// weighted 1/k², normalised to L2 norm 1 (row-major).
+fn rectangles(rows: usize, cols: usize) -> Vec<f32> {
+    let mut m = vec![0f32; rows * cols];
+    let (r0, c0) = ((rows / 2 + 1) as isize - 1, (cols / 2 + 1) as isize - 1);
+    for k in 0..(rows / 2 + 1).max(cols / 2 + 1) as isize {
+        let (top, left) = (r0 - k, c0 - k);
+        let (bottom, right) = (
+            (top + 2 * k + 1).min(rows as isize),
+            (left + 2 * k + 1).min(cols as isize),
+        );
+        for r in top.max(0)..bottom {
+            for col in left.max(0)..right {
+                m[r as usize * cols + col as usize] += 1.0 / ((k + 1) * (k + 1)) as f32;
+            }
+        }
+    }
+    let n = l2(m.iter().copied()).max(1e-12);
+    m.iter().map(|v| v / n).collect()
+}
+
+/// A `side` x `side` "pseudo-Gaussian" square: rectangles in the top half,
+/// their negative in the bottom half, transposed at random; norm 1.
+fn eta(side: usize, rng: &mut SeededRng) -> Vec<f32> {
+    let (top, bottom) = (
+        rectangles(side / 2, side),
+        rectangles(side - side / 2, side),
+    );
+    let mut m: Vec<f32> = top
+        .into_iter()
+        .chain(bottom.into_iter().map(|v| -v))
+        .collect();
+    let n = l2(m.iter().copied()).max(1e-12);
+    m.iter_mut().for_each(|v| *v /= n);
+    if rng.coin() {
+        let t: Vec<f32> = (0..side * side)
+            .map(|k| m[(k % side) * side + k / side])
+            .collect();
+        m = t;
+    }
+    m
+}
+
+/// `x + eps·delta/|delta|`, clipped to [0, 1].
+fn at_norm(x: &[f32], delta: &[f32], eps: f32) -> Vec<f32> {
+    let n = l2(delta.iter().copied()) + 1e-12;
+    x.iter()
+        .zip(delta)
+        .map(|(a, d)| (a + eps * d / n).clamp(0.0, 1.0))
+        .collect()
+}
+
+/// L2 start: a grid of squares of side h/5 with a random sign per channel.
+fn l2_start(x: &[f32], [c, h, w]: [usize; 3], eps: f32, rng: &mut SeededRng) -> Vec<f32> {
+    let side = (h / 5).max(1);
+    let offset = (h - side * 5.min(h / side)) / 2;
+    let mut delta = vec![0f32; c * h * w];
+    let mut top = offset;
+    while top + side <= h {
+        let mut left = offset;
+        while left + side <= w {
+            let e = eta(side, rng);
+            for ch in 0..c {
+                let sign = if rng.coin() { 1.0 } else { -1.0 };
+                for r in 0..side {
+                    for col in 0..side {
+                        delta[ch * h * w + (top + r) * w + left + col] += sign * e[r * side + col];
+                    }
+                }
+            }
+            left += side;
+        }
+        top += side;
+    }
+    at_norm(x, &delta, eps)
+}
+
+/// One L2 query: the mass of a second window moves into a first one.
+fn l2_move(
+    x: &[f32],
+    best: &[f32],
+    [c, h, w]: [usize; 3],
+    eps: f32,
+    frac: f64,
+    rng: &mut SeededRng,
+) -> Vec<f32> {
+    let mut side = ((frac * (h * w) as f64).sqrt().round() as usize).max(3);
+    if side % 2 == 0 {
+        side += 1;
+    }
+    let side = side.min(h.min(w));
+    let mut delta: Vec<f32> = best.iter().zip(x).map(|(b, a)| b - a).collect();
+    let pick = |rng: &mut SeededRng, n: usize| rng.below((n - side).max(1));
+    let (t1, l1) = (pick(rng, h), pick(rng, w));
+    let (t2, l2w) = (pick(rng, h), pick(rng, w));
+    let in1 = |r: usize, col: usize| (t1..t1 + side).contains(&r) && (l1..l1 + side).contains(&col);
+    let in2 =
+        |r: usize, col: usize| (t2..t2 + side).contains(&r) && (l2w..l2w + side).contains(&col);
+    let image = l2(delta.iter().copied());
+    let union = l2((0..c * h * w).filter_map(|k| {
+        let (r, col) = ((k / w) % h, k % w);
+        (in1(r, col) || in2(r, col)).then_some(delta[k])
+    }));
+    let spare = ((eps * eps - image * image).max(0.0) / c as f32 + union * union).sqrt();
+    for ch in 0..c {
+        let at = |r: usize, col: usize| ch * h * w + (t1 + r) * w + l1 + col;
+        let old: Vec<f32> = (0..side * side)
+            .map(|k| delta[at(k / side, k % side)])
+            .collect();
+        let old_norm = l2(old.iter().copied()) + 1e-12;
+        let e = eta(side, rng);
+        let sign = if rng.coin() { 1.0 } else { -1.0 };
+        let fresh: Vec<f32> = e
+            .iter()
+            .zip(&old)
+            .map(|(e, o)| sign * e + o / old_norm)
+            .collect();
+        let n = l2(fresh.iter().copied()) + 1e-12;
+        for r in t2..t2 + side {
+            for col in l2w..l2w + side {
+                delta[ch * h * w + r * w + col] = 0.0;
+            }
+        }
+        for k in 0..side * side {
+            delta[at(k / side, k % side)] = fresh[k] / n * spare;
+        }
+    }
+    at_norm(x, &delta, eps)
+}
+
 impl Attack for Square {
     fn name(&self) -> &'static str {
         "square"
     }
 
     fn norm(&self) -> Norm {
-        Norm::Linf
+        self.norm
     }
 
     fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
@@ -248,6 +403,20 @@ mod tests {
 
     /// The reference's schedule at 5000 queries: p_init until query 5,
     /// then halved at 25, 100, 250, 500, 1000, 2000, 3000 and 4000.
+    /// The L2 squares have norm 1, a positive and a negative half, and a
+    /// largest weight at the centre of each half.
+    #[test]
+    fn pseudo_gaussian_squares_have_unit_norm_and_two_signed_halves() {
+        let mut rng = SeededRng::new(3);
+        for side in [3usize, 5, 9, 25] {
+            let e = eta(side, &mut rng);
+            assert!((l2(e.iter().copied()) - 1.0).abs() < 1e-5, "side {side}");
+            assert!(e.iter().any(|v| *v > 0.0) && e.iter().any(|v| *v < 0.0));
+        }
+        let r = rectangles(3, 3);
+        assert!(r[4] > r[0] && r[4] > r[1], "{r:?}");
+    }
+
     #[test]
     fn window_schedule_follows_the_reference() {
         let p = |it| p_at(0.8, it, 5000);
