@@ -8,6 +8,7 @@ pub mod apgd;
 pub mod composite;
 pub mod cw;
 pub mod ddn;
+pub mod fab;
 pub mod pgd;
 pub mod run;
 pub mod spec;

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{adaptive, apgd, composite, cw, ddn, pgd, square, AdaptiveObjective, Attack, Norm};
+use super::{
+    adaptive, apgd, composite, cw, ddn, fab, pgd, square, AdaptiveObjective, Attack, Norm,
+};
 use crate::{Error, Result};
 
 /// Whether an attack works within a budget or searches for the smallest
@@ -71,6 +73,7 @@ pub const REGISTRY: &[&Registration] = &[
     &apgd::APGD_CE,
     &apgd::APGD_DLR,
     &apgd::APGD_T,
+    &fab::FAB_T,
     &square::SQUARE,
     &composite::COMPOSITE,
     &adaptive::ADAPTIVE,
