@@ -305,6 +305,41 @@ fn natural_smallcnn_falls_under_pgd_and_fgsm_leaves_more() {
         "APGD-CE {apgd_small} > PGD {pgd_small} at eps 0.1"
     );
     assert!(composite_small <= apgd_small);
+    // AutoAttack (small budgets: 20 steps, 3 targets, 300 queries) leaves
+    // no more than PGD, and says which member broke each point.
+    let aa_spec: AttackSpec = serde_yaml::from_str(
+        "model: m\ndata: d\nattack: autoattack\neps: [0.1]\nsteps: 20\n\
+         apgd: {target_classes: 3}\nfab: {target_classes: 3}\nsquare: {queries: 300}",
+    )
+    .unwrap();
+    let aa = aa_spec.build(0.1, Context::default()).unwrap();
+    let out = run_attack(
+        aa.as_ref(),
+        &logits,
+        &test.images,
+        &test.labels,
+        0.1,
+        &mut SeededRng::new(1),
+    )
+    .unwrap();
+    let aa_small = out.success.iter().filter(|&&s| !s).count() as f64 / 256.0;
+    let by = out.broken_by.unwrap();
+    let count = |m: &str| by.iter().filter(|b| *b == m).count();
+    eprintln!(
+        "eps 0.1: AutoAttack {aa_small:.4}; broken by apgd-ce {}, apgd-t {}, fab-t {}, square {}, clean {}",
+        count("apgd-ce"),
+        count("apgd-t"),
+        count("fab-t"),
+        count("square"),
+        count("clean")
+    );
+    assert!(
+        aa_small <= pgd_small,
+        "AutoAttack {aa_small} > PGD {pgd_small}"
+    );
+    for (b, s) in by.iter().zip(&out.success) {
+        assert_eq!(b.is_empty(), !s, "`{b}` for a point the runner calls {s}");
+    }
 
     // Minimum-norm attacks, on the points classified correctly: each
     // succeeds on >= 95% of them, and the mean L2 of its successes is

@@ -363,6 +363,10 @@ pub(crate) fn on_robust(
 }
 
 impl Attack for Apgd {
+    fn settings(&self) -> Option<String> {
+        Some(format!("{}: {self:?}", self.name()))
+    }
+
     fn name(&self) -> &'static str {
         match self.loss {
             ApgdLoss::Ce => "apgd-ce",

@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::apgd::on_robust;
+use super::misclassified;
 use super::spec::{bad, find, names, Budget, Registration};
 use super::{project, Attack, Norm, Problem};
 use crate::rng::SeededRng;
@@ -71,7 +72,30 @@ pub const COMPOSITE: Registration = Registration {
     examples: &["eps: [0.05]\nsteps: 5\nrestarts: 2\napgd: {target_classes: 3}\ncomposite: {attacks: [fgsm, apgd-ce, apgd-t]}"],
 };
 
+pub const AUTOATTACK: Registration = Registration {
+    name: "autoattack",
+    summary: "AutoAttack's standard version: APGD-CE, APGD-T, FAB-T and Square in turn, each on the points still robust (Croce & Hein)",
+    budget: Budget::Bounded,
+    norms: &[Norm::Linf],
+    iterative: true,
+    needs_objective: false,
+    section: None,
+    check: |_| Ok(()),
+    build: |spec, eps, ctx| {
+        let members = AUTOATTACK_MEMBERS
+            .iter()
+            .map(|name| (find(name)?.build)(spec, eps, ctx))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(Box::new(Composite::new(members)?.named("autoattack")))
+    },
+    examples: &["eps: [0.3]\nsteps: 5\napgd: {target_classes: 2}\nfab: {target_classes: 2}\nsquare: {queries: 30}"],
+};
+
+/// AutoAttack's standard version, in its order.
+pub const AUTOATTACK_MEMBERS: [&str; 4] = ["apgd-ce", "apgd-t", "fab-t", "square"];
+
 pub struct Composite {
+    name: &'static str,
     members: Vec<Box<dyn Attack>>,
 }
 
@@ -103,7 +127,16 @@ impl Composite {
                 ));
             }
         }
-        Ok(Self { members })
+        Ok(Self {
+            name: "composite",
+            members,
+        })
+    }
+
+    /// The same composite under another name (its random stream's too).
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     pub fn members(&self) -> impl Iterator<Item = &dyn Attack> {
@@ -113,7 +146,17 @@ impl Composite {
 
 impl Attack for Composite {
     fn name(&self) -> &'static str {
-        "composite"
+        self.name
+    }
+
+    fn settings(&self) -> Option<String> {
+        Some(
+            self.members
+                .iter()
+                .map(|m| m.settings().unwrap_or_else(|| m.name().to_string()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     }
 
     fn norm(&self) -> Norm {
@@ -121,16 +164,42 @@ impl Attack for Composite {
     }
 
     fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
+        Ok(self.propose_attributed(p, rng)?.0)
+    }
+
+    fn propose_attributed(
+        &self,
+        p: &Problem,
+        rng: &mut SeededRng,
+    ) -> crate::Result<(Tensor, Option<Vec<String>>)> {
         let Problem { model, x, y, eps } = *p;
         let norm = self.norm();
         let mut best = x.clone();
+        // A point misclassified clean is not robust, and no member's.
+        let mut by: Vec<String> = misclassified(model, x, y)?
+            .to_vec1::<u8>()?
+            .into_iter()
+            .map(|f| {
+                if f == 1 {
+                    "clean".into()
+                } else {
+                    String::new()
+                }
+            })
+            .collect();
         for member in &self.members {
             // Each member's proposal is projected before it is judged, so a
             // point counts as fooled only within the budget.
             best = on_robust(model, x, y, &best, &mut |xs, ys, _| {
                 project(xs, &member.propose(&p.on(xs, ys), rng)?, eps, norm).map_err(Into::into)
             })?;
+            let fooled = misclassified(model, &best, y)?.to_vec1::<u8>()?;
+            for (b, f) in by.iter_mut().zip(fooled) {
+                if f == 1 && b.is_empty() {
+                    *b = member.name().into();
+                }
+            }
         }
-        Ok(best)
+        Ok((best, Some(by)))
     }
 }

@@ -243,6 +243,10 @@ impl FabT {
 }
 
 impl Attack for FabT {
+    fn settings(&self) -> Option<String> {
+        Some(format!("{}: {self:?}", self.name()))
+    }
+
     fn name(&self) -> &'static str {
         "fab-t"
     }

@@ -169,6 +169,22 @@ pub trait Attack {
         false
     }
     fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor>;
+
+    /// [`Attack::propose`], and for attacks made of several (composites),
+    /// per point the member whose point first fooled the model (`clean`:
+    /// misclassified to begin with; empty: none).
+    fn propose_attributed(
+        &self,
+        p: &Problem,
+        rng: &mut SeededRng,
+    ) -> crate::Result<(Tensor, Option<Vec<String>>)> {
+        Ok((self.propose(p, rng)?, None))
+    }
+
+    /// The settings of every part, for the files' metadata (composites).
+    fn settings(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What an attack did to one batch.
@@ -181,6 +197,9 @@ pub struct Outcome {
     pub success: Vec<bool>,
     pub l2: Vec<f32>,
     pub linf: Vec<f32>,
+    /// Composites: per point, the member that broke it (see
+    /// [`Attack::propose_attributed`]).
+    pub broken_by: Option<Vec<String>>,
 }
 
 /// Runs `attack` on one batch and enforces the invariants every attack
@@ -215,10 +234,10 @@ pub fn run_attack(
         eps.min(reach)
     };
     // eps 0: the ball is the point; robust accuracy equals clean accuracy.
-    let proposal = if eps == 0.0 {
-        x.clone()
+    let (proposal, broken_by) = if eps == 0.0 {
+        (x.clone(), None)
     } else {
-        attack.propose(&Problem { model, x, y, eps }, rng)?
+        attack.propose_attributed(&Problem { model, x, y, eps }, rng)?
     };
     let adv = project(x, &proposal, eps, attack.norm())?;
     let pred = |t: &Tensor| -> candle_core::Result<Vec<u32>> {
@@ -234,5 +253,6 @@ pub fn run_attack(
         l2: norms(&delta, Norm::L2)?.to_vec1()?,
         linf: norms(&delta, Norm::Linf)?.to_vec1()?,
         adv,
+        broken_by,
     })
 }

@@ -212,6 +212,10 @@ impl Ascent {
 }
 
 impl Attack for Pgd {
+    fn settings(&self) -> Option<String> {
+        Some(format!("{}: {self:?}", self.name()))
+    }
+
     fn name(&self) -> &'static str {
         if self.is_fgsm() {
             "fgsm"

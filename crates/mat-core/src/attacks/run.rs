@@ -211,6 +211,11 @@ pub fn run(
 ) -> Result<Vec<SummaryRow>> {
     spec.validate()?;
     metadata.insert("definitions".into(), DEFINITIONS.into());
+    // A composite's members and each one's settings, defaults included.
+    let first = spec.eps.first().copied().unwrap_or(f64::NAN);
+    if let Some(s) = spec.build(first, Context { objective })?.settings() {
+        metadata.insert("settings".into(), s);
+    }
     let image_shape: Vec<usize> = split.images.dims()[1..].to_vec();
     let mut adv_meta = metadata.clone();
     adv_meta.insert("kind".into(), "adversarial".into());
@@ -248,12 +253,17 @@ pub fn run(
                 .u32("adversarial_prediction", o.adv_pred.clone())
                 .bool("success", o.success.clone())
                 .f32("l2", o.l2.clone())
-                .f32("linf", o.linf.clone())
-                .f32_list(
-                    "image",
-                    o.adv.flatten_all()?.to_vec1::<f32>()?,
-                    &image_shape,
-                );
+                .f32("linf", o.linf.clone());
+            // Composites say which member broke each point.
+            let cols = match &o.broken_by {
+                Some(by) => cols.string("broken_by", by.clone()),
+                None => cols,
+            };
+            let cols = cols.f32_list(
+                "image",
+                o.adv.flatten_all()?.to_vec1::<f32>()?,
+                &image_shape,
+            );
             writer.write(cols)?;
             for (i, l) in labels.iter().enumerate() {
                 // A point the model misclassifies clean is not robust,

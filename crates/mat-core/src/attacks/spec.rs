@@ -76,6 +76,7 @@ pub const REGISTRY: &[&Registration] = &[
     &fab::FAB_T,
     &square::SQUARE,
     &composite::COMPOSITE,
+    &composite::AUTOATTACK,
     &adaptive::ADAPTIVE,
 ];
 

@@ -343,6 +343,10 @@ fn l2_move(
 }
 
 impl Attack for Square {
+    fn settings(&self) -> Option<String> {
+        Some(format!("{}: {self:?}", self.name()))
+    }
+
     fn name(&self) -> &'static str {
         "square"
     }

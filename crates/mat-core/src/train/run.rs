@@ -67,11 +67,14 @@ pub fn prepare(spec: TrainSpec, data_dir: &DataDir, device: &Device) -> Result<P
     let image = ds.image_shape();
     if image != arch.input_shape() {
         let want = arch.input_shape();
-        return Err(Error::field(
-            "arch",
-            format!("an architecture for the images of dataset `{}`, {image:?} (pick one for this dataset)", spec.dataset),
-            format!("{arch}, which takes {want:?}"),
-        ));
+        return Err(Error::Shape {
+            what: arch.to_string(),
+            expected: format!("{want:?}"),
+            found: format!(
+                "{image:?}, the images of dataset `{}` (pick an architecture for this dataset)",
+                spec.dataset
+            ),
+        });
     }
     let classes = ds.num_classes();
     let (head, centers_hash) = match &spec.centers {
