@@ -125,6 +125,22 @@ fn slurm(cmd: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+/// A state a job does not leave.
+fn terminal(state: &str) -> bool {
+    matches!(
+        state,
+        "COMPLETED"
+            | "FAILED"
+            | "CANCELLED"
+            | "TIMEOUT"
+            | "OUT_OF_MEMORY"
+            | "NODE_FAIL"
+            | "PREEMPTED"
+            | "BOOT_FAIL"
+            | "DEADLINE"
+    )
+}
+
 /// The job's state while squeue lists it; `None` once it left the queue.
 fn queued_state(id: &str) -> Result<Option<String>> {
     let out = slurm("squeue", &["-h", "-j", id, "-o", "%T"]);
@@ -192,7 +208,7 @@ pub fn run(stage: &Stage, opts: &SlurmOptions, workdir: &Path, log: &Path) -> Re
         )));
     }
     let mut interrupted = None;
-    loop {
+    let (state, code) = loop {
         if let Some(sig) = interrupt::received() {
             // Cancel, then wait (bounded) until the job has left the queue,
             // so nothing of it still writes when the runner reports.
@@ -204,29 +220,20 @@ pub fn run(stage: &Stage, opts: &SlurmOptions, workdir: &Path, log: &Path) -> Re
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }
-            break;
+            break final_state(&id).unwrap_or_else(|e| ("CANCELLED".into(), e.to_string()));
         }
-        match queued_state(&id)? {
-            Some(state)
-                if !matches!(
-                    state.as_str(),
-                    "COMPLETED"
-                        | "FAILED"
-                        | "CANCELLED"
-                        | "TIMEOUT"
-                        | "OUT_OF_MEMORY"
-                        | "NODE_FAIL"
-                        | "PREEMPTED"
-                        | "BOOT_FAIL"
-                        | "DEADLINE"
-                ) =>
-            {
-                std::thread::sleep(poll_interval());
-            }
-            _ => break,
+        if queued_state(&id)?.is_some_and(|s| !terminal(&s)) {
+            std::thread::sleep(poll_interval());
+            continue;
         }
-    }
-    let (state, code) = final_state(&id).unwrap_or_else(|e| ("UNKNOWN".into(), e.to_string()));
+        // Gone from squeue (or ended there): how it ended. A job that
+        // squeue missed for a moment (a busy controller) is still running.
+        let (state, code) = final_state(&id).unwrap_or_else(|e| ("UNKNOWN".into(), e.to_string()));
+        if terminal(&state) || state == "UNKNOWN" {
+            break (state, code);
+        }
+        std::thread::sleep(poll_interval());
+    };
     Ok(JobEnd {
         success: interrupted.is_none() && state == "COMPLETED" && code.starts_with("0:0"),
         state: format!("{state} (exit {code})"),
