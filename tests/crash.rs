@@ -23,6 +23,12 @@ fn repro(project: &Path) -> Command {
         "smoke",
         "--jobs",
         "2",
+        // Regression: a killed stage gives up its cwd before the kernel
+        // releases its files (the final close runs last in its exit), so
+        // for a moment it is gone from /proc yet still holds the run
+        // folder's lock; a restart in that moment was refused as "in use".
+        // The restart queues behind the lock instead, as a user would.
+        "--wait",
     ])
     .current_dir(project)
     .env("MAT_DATA_DIR", root.join("data"))
