@@ -24,7 +24,7 @@
 //! "Stronger by more than the threshold" means a lower robust accuracy by
 //! more than `threshold` (a fraction of the points).
 
-use candle_core::{DType, Tensor, D};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::attacks::apgd::{Apgd, ApgdLoss};
@@ -34,6 +34,7 @@ use crate::attacks::{
     Problem,
 };
 use crate::data::Split;
+use crate::losses::logit_margin;
 use crate::rng::SeededRng;
 use crate::{Error, Result};
 
@@ -206,7 +207,7 @@ fn dead_gradients(
         );
         let g = if margin {
             let (g, ()) = crate::attacks::gradient_at(&x, |v| {
-                Ok((logit_margins(&model.logits(v)?, &y)?.sum_all()?, ()))
+                Ok((logit_margin(&model.logits(v)?, &y)?.sum_all()?, ()))
             })?;
             g
         } else {
@@ -216,20 +217,6 @@ fn dead_gradients(
         dead.extend(size.iter().map(|s| !s.is_finite() || *s == 0.0));
     }
     Ok(dead)
-}
-
-/// `z_y - max_{j≠y} z_j` per point, `[N]`, differentiable in `logits`.
-fn logit_margins(logits: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
-    let y2 = y.to_dtype(DType::U32)?.unsqueeze(1)?;
-    let z_y = logits.gather(&y2, 1)?.squeeze(1)?;
-    let classes = logits.dim(1)?;
-    let onehot = Tensor::arange(0u32, classes as u32, logits.device())?
-        .unsqueeze(0)?
-        .broadcast_as(logits.shape())?
-        .eq(&y2.broadcast_as(logits.shape())?)?
-        .to_dtype(logits.dtype())?;
-    let others = (logits - (onehot * 1e30)?)?.max(D::Minus1)?;
-    z_y - others
 }
 
 fn share(flags: &[bool]) -> f64 {
@@ -280,7 +267,7 @@ pub fn run(models: &Models, split: &Split, spec: &AuditSpec) -> Result<Vec<Check
             split.images.narrow(0, start, n)?,
             split.labels.narrow(0, start, n)?,
         );
-        let m = logit_margins(&model.logits(&x)?, &y)?.to_vec1::<f32>()?;
+        let m = logit_margin(&model.logits(&x)?, &y)?.to_vec1::<f32>()?;
         margins.extend(m.into_iter().filter(|v| *v > 0.0).map(f64::from));
     }
     margins.sort_by(f64::total_cmp);

@@ -88,6 +88,23 @@ pub fn cross_entropy_sum(logits: &Tensor, labels: &Tensor) -> candle_core::Resul
     candle_nn::loss::cross_entropy(logits, labels)? * logits.dim(0)? as f64
 }
 
+/// The logit margin `z_y - max_{j≠y} z_j` per sample, `[N]` (positive
+/// while the sample is classified y), differentiable in `logits`: the loss
+/// Square lowers and the saturation the audit measures.
+pub fn logit_margin(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    let y2 = labels.to_dtype(DType::U32)?.unsqueeze(1)?;
+    let z_y = logits.gather(&y2, 1)?.squeeze(1)?;
+    let classes = logits.dim(1)?;
+    let onehot = Tensor::arange(0u32, classes as u32, logits.device())?
+        .unsqueeze(0)?
+        .broadcast_as(logits.shape())?
+        .eq(&y2.broadcast_as(logits.shape())?)?
+        .to_dtype(logits.dtype())?;
+    // The true class pushed far down before the max of the others.
+    let others = (logits - (onehot * 1e30)?)?.max(D::Minus1)?;
+    z_y - others
+}
+
 /// The terms of MAT's objective (Eq. 9), batch means.
 pub struct MatTerms {
     pub total: Tensor,

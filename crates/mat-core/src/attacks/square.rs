@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{at_least_one, bad, AttackSpec, Budget, Registration};
 use super::{Attack, Norm, Problem};
+use crate::losses::logit_margin;
 use crate::rng::SeededRng;
 
 /// The config section `square:` (AutoAttack's settings).
@@ -104,21 +105,11 @@ pub fn p_at(p_init: f64, it: usize, queries: usize) -> f64 {
 /// Per image: the margin `z_y - max_{j≠y} z_j` of `logits` `[N, L]`, and
 /// whether the model misclassifies it (argmax ≠ y).
 fn margins(logits: &Tensor, y: &[u32]) -> crate::Result<(Vec<f32>, Vec<bool>)> {
-    let z = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let labels = Tensor::new(y, logits.device())?;
+    let m = logit_margin(logits, &labels)?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
     let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let m = z
-        .iter()
-        .zip(y)
-        .map(|(row, &label)| {
-            let other = row
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != label as usize)
-                .map(|(_, v)| *v)
-                .fold(f32::NEG_INFINITY, f32::max);
-            row[label as usize] - other
-        })
-        .collect();
     Ok((m, pred.iter().zip(y).map(|(p, l)| p != l).collect()))
 }
 
