@@ -14,7 +14,7 @@ fn root() -> PathBuf {
 fn load_all(profile: &str) -> Vec<Pipeline> {
     let suite = root().join("pipelines/all.yaml");
     let files = pipelines_of(&suite).unwrap();
-    assert_eq!(files.len(), 7, "{files:?}");
+    assert_eq!(files.len(), 8, "{files:?}");
     files
         .iter()
         .map(|f| {
@@ -75,7 +75,7 @@ fn table2_quick_commands_are_the_documented_ones() {
         Path::new("runs"),
     )
     .unwrap();
-    assert_eq!(p.stages.len(), 30);
+    assert_eq!(p.stages.len(), 44);
     let train = p.stage("train@mat-ftc").unwrap();
     assert_eq!(
         train.cmd,

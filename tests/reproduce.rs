@@ -47,16 +47,27 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
         ])
     };
     let log = repro();
-    assert!(log.contains("30 of 30 stages ran"), "{log}");
+    assert!(log.contains("44 of 44 stages ran"), "{log}");
     let md = std::fs::read_to_string(dir.path().join("runs/table2/smoke/table2.md")).unwrap();
-    // The measured MNIST cells, "ours (paper)"; then the paper's CIFAR-10
-    // numbers in a table of their own (this profile runs no CIFAR-10).
+    // The measured MNIST cells, "ours (paper)", with AutoAttack and the
+    // audit's verdict beside PGD; then the paper's CIFAR-10 numbers in a
+    // table of their own (this profile runs no CIFAR-10).
     let t = tables(&md);
     assert_eq!(t.len(), 2, "{md}");
     assert_eq!(t[0].len(), 7, "{md}");
     for row in &t[0] {
-        assert_eq!(row.len(), 5, "{row:?}");
-        for c in &row[1..] {
+        assert_eq!(row.len(), 7, "{row:?}");
+        let (aa, verdict) = (&row[3], &row[4]);
+        let aa_pct = aa.split(" [PGD ").next().unwrap();
+        assert!(
+            aa_pct.parse::<f64>().is_ok() && aa.ends_with(", n=10]"),
+            "AutoAttack cell `{aa}` in {row:?}"
+        );
+        assert!(
+            verdict == "ok" || verdict.starts_with("suspect: "),
+            "audit cell `{verdict}` in {row:?}"
+        );
+        for c in [&row[1], &row[2], &row[5], &row[6]] {
             let (ours, paper) = c
                 .split_once(" (")
                 .unwrap_or_else(|| panic!("`{c}` is not `ours (paper)`"));
@@ -73,7 +84,7 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
     paper_only(&t[1], 7, &md);
     assert!(md.contains("Settings:"), "{md}");
     let log = repro();
-    assert!(log.contains("0 of 30 stages ran"), "{log}");
+    assert!(log.contains("0 of 44 stages ran"), "{log}");
 
     // Changing MAT's beta reruns the MAT models and what reads them, only.
     let mat_yaml = dir.path().join("pipelines/train/mnist/mat.yaml");
@@ -151,13 +162,56 @@ fn table2_smoke_profile_runs_every_stage_and_then_skips() {
     }
 
     // The suite runs every pipeline; what table2 made is reused, and
-    // tables 3 and 4 appear.
+    // tables 3 and 4 and the robustness report appear.
     let log = mat_in_dir(&["repro", "pipelines/all.yaml", "--profile", "smoke"]);
     assert_eq!(
         log.matches("stages ran or were restored").count(),
-        7,
+        8,
         "{log}"
     );
+    // robustness.yaml reuses Table 2's AutoAttack runs and audits; it adds
+    // AutoAttack at the figure's other budgets.
+    let robustness = log
+        .split("pipelines/robustness.yaml: ")
+        .nth(1)
+        .expect("robustness in the suite's log");
+    for stage in [
+        "train@mat-full",
+        "autoattack@mat-full",
+        "audit@mat-full",
+        "pgd@at",
+    ] {
+        assert!(
+            robustness.contains(&format!("  {stage}: restored from the run cache")),
+            "{stage}: {robustness}"
+        );
+    }
+    assert!(
+        robustness.contains("  autoattack-curve@at: ran"),
+        "{robustness}"
+    );
+    let md =
+        std::fs::read_to_string(dir.path().join("runs/robustness/smoke/robustness.md")).unwrap();
+    let t = tables(&md);
+    assert_eq!((t.len(), t[0].len()), (1, 7), "{md}");
+    for row in &t[0] {
+        // model | n | clean | PGD-40 | same points | 4 members | verdict;
+        // v: clean, PGD-40, same points, then the members in turn.
+        assert_eq!(row.len(), 10, "{row:?}");
+        let v: Vec<f64> = row[2..9].iter().map(|c| c.parse().unwrap()).collect();
+        // Each member can only lower the robust accuracy; AutoAttack is
+        // never above clean.
+        assert!(
+            v[3] <= v[0] && v[3] >= v[4] && v[4] >= v[5] && v[5] >= v[6],
+            "{row:?}"
+        );
+        assert!(row[9] == "ok" || row[9].starts_with("suspect: "), "{row:?}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("runs/robustness/smoke/robustness-eps.csv"))
+        .unwrap();
+    for model in ["AT PGD-40,0.3,", "AT AutoAttack,0.1,", "AT AutoAttack,0.3,"] {
+        assert!(csv.contains(model), "{model}: {csv}");
+    }
     // Table 3 takes Table 2's natural, AT and MAT models from the run
     // cache; only MMC is trained.
     let table3 = log

@@ -113,7 +113,7 @@ fn smoke_table2_through_slurm_gives_the_local_artifacts() {
         "smoke table2: local {local_s:.1} s, slurm {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    assert!(log.contains("30 of 30 stages ran"), "{log}");
+    assert!(log.contains("44 of 44 stages ran"), "{log}");
     let got = artifacts(&local_runs);
     let names = |a: &[(String, Vec<u8>)]| a.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(&got), names(&want));
@@ -136,7 +136,7 @@ fn smoke_table2_through_slurm_gives_the_local_artifacts() {
     );
     // A rerun submits nothing.
     let o = run(d, &args);
-    assert!(common::stderr(&o).contains("0 of 30 stages ran"));
+    assert!(common::stderr(&o).contains("0 of 44 stages ran"));
 }
 
 /// Writes a one-stage pipeline running `cmd` into the project `d`.

@@ -122,6 +122,10 @@ fn draw_curves<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     series: &[Curve],
     title: &str,
+    x_desc: &str,
+    // Per curve: its colour (an index into the palette), and whether its
+    // line is dashed.
+    style: &[(usize, bool)],
 ) -> crate::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let max_eps = series
@@ -137,7 +141,7 @@ fn draw_curves<DB: DrawingBackend>(
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("PGD-40 budget eps (L∞, pixels in [0, 1])")
+        .x_desc(x_desc)
         .y_desc("robust accuracy (%)")
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
@@ -145,13 +149,23 @@ fn draw_curves<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     for (i, (name, pts)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+        let (c, dashed) = style[i];
+        let color = Palette99::pick(c).to_rgba();
+        let line = color.stroke_width(2);
+        let drawn = if dashed {
+            chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, line))
+        } else {
+            chart.draw_series(LineSeries::new(pts.iter().copied(), line))
+        };
+        drawn
             .map_err(err)?
             .label(name.as_str())
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                if dashed {
+                    PathElement::new(vec![(x, y), (x + 8, y)], line)
+                } else {
+                    PathElement::new(vec![(x, y), (x + 20, y)], line)
+                }
             });
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
@@ -173,20 +187,54 @@ fn draw_curves<DB: DrawingBackend>(
 /// Figure 2: robust accuracy against the PGD budget, one line per method.
 pub fn figure2(runs: &Path, stem: &Path, title: &str) -> crate::Result<()> {
     let series = figure2_data(runs)?;
+    let x_desc = "PGD-40 budget eps (L∞, pixels in [0, 1])";
+    let style: Vec<(usize, bool)> = (0..series.len()).map(|i| (i, false)).collect();
     render(
         stem,
         (900, 600),
-        &|root| draw_curves(root, &series, title),
-        &|root| draw_curves(root, &series, title),
+        &|root| draw_curves(root, &series, title, x_desc, &style),
+        &|root| draw_curves(root, &series, title, x_desc, &style),
     )?;
+    write_curves_csv(stem, &series)
+}
+
+fn write_curves_csv(stem: &Path, series: &[Curve]) -> crate::Result<()> {
     let mut csv = String::from("method,eps,robust_accuracy_percent\n");
-    for (name, pts) in &series {
+    for (name, pts) in series {
         for (e, a) in pts {
             csv.push_str(&format!("{name},{e},{a}\n"));
         }
     }
     mat_core::artifact::write_atomic(&stem.with_extension("csv"), csv.as_bytes())?;
     Ok(())
+}
+
+/// Robust accuracy against eps under PGD-40 (dashed) and AutoAttack
+/// (solid), one colour per model: where the two part, PGD overstates the
+/// model ([`crate::robustness::curves`]).
+pub fn robustness(runs: &Path, dataset: &str, stem: &Path, title: &str) -> crate::Result<()> {
+    let series = crate::robustness::curves(runs, dataset)?;
+    // One colour per model, in the order the curves come (a model's PGD
+    // curve, then its AutoAttack curve).
+    let mut colour = Vec::with_capacity(series.len());
+    let mut model = 0usize;
+    let mut last: Option<&str> = None;
+    for (name, _) in &series {
+        let key = name.rsplit_once(' ').map_or(name.as_str(), |(m, _)| m);
+        if last.is_some_and(|l| l != key) {
+            model += 1;
+        }
+        last = Some(key);
+        colour.push((model, name.ends_with("PGD-40")));
+    }
+    let x_desc = "budget eps (L∞, pixels in [0, 1])";
+    render(
+        stem,
+        (1000, 650),
+        &|root| draw_curves(root, &series, title, x_desc, &colour),
+        &|root| draw_curves(root, &series, title, x_desc, &colour),
+    )?;
+    write_curves_csv(stem, &series)
 }
 
 /// A t-SNE panel's points: (x, y, label).

@@ -1,9 +1,12 @@
 //! One layout rule for every table: a column this profile did not run
 //! (every cell "not run in this profile (PAPER)") leaves the measured table
 //! and goes to a second table of the paper's numbers alone, so the cells a
-//! profile measured are not drowned among cells it never could.
+//! profile measured are not drowned among cells it never could. A never-run
+//! column the paper has no number for (every cell "not run in this
+//! profile") is left out.
 
 const UNRUN: &str = "not run in this profile (";
+const UNRUN_NO_PAPER: &str = "not run in this profile";
 
 fn cells(line: &str) -> Vec<String> {
     line.trim()
@@ -40,10 +43,18 @@ pub fn split_unrun_columns(md: &str) -> String {
                 .all(|r| r.get(c).is_some_and(|x| x.starts_with(UNRUN)))
         })
         .collect();
-    if unrun.is_empty() {
+    let dropped: Vec<usize> = (1..header.len())
+        .filter(|&c| {
+            body.iter()
+                .all(|r| r.get(c).is_some_and(|x| x == UNRUN_NO_PAPER))
+        })
+        .collect();
+    if unrun.is_empty() && dropped.is_empty() {
         return md.to_string();
     }
-    let kept: Vec<usize> = (0..header.len()).filter(|c| !unrun.contains(c)).collect();
+    let kept: Vec<usize> = (0..header.len())
+        .filter(|c| !unrun.contains(c) && !dropped.contains(c))
+        .collect();
     let pick = |r: &[String], cols: &[usize]| -> Vec<String> {
         cols.iter()
             .map(|&c| r.get(c).cloned().unwrap_or_default())
@@ -73,14 +84,18 @@ pub fn split_unrun_columns(md: &str) -> String {
     };
     if kept.len() > 1 {
         table(&mut out, &kept, false);
-        out.push('\n');
     }
-    out.push_str(
-        "The paper's numbers for what this profile does not run (the paper profile runs it):\n\n",
-    );
-    let mut paper_cols = vec![0];
-    paper_cols.extend(&unrun);
-    table(&mut out, &paper_cols, true);
+    if !unrun.is_empty() {
+        if kept.len() > 1 {
+            out.push('\n');
+        }
+        out.push_str(
+            "The paper's numbers for what this profile does not run (the paper profile runs it):\n\n",
+        );
+        let mut paper_cols = vec![0];
+        paper_cols.extend(&unrun);
+        table(&mut out, &paper_cols, true);
+    }
     for l in &lines[end..] {
         out.push_str(l);
         out.push('\n');
@@ -99,6 +114,12 @@ mod tests {
         assert_eq!(
             out,
             "# T\n\nEach cell: ours (paper).\n\n| method | M clean |\n|---|---|\n| AT | 95.1 (99.3) |\n| MAT | 92.3 (99.3) |\n\nThe paper's numbers for what this profile does not run (the paper profile runs it):\n\n| method | C clean |\n|---|---|\n| AT | 80.9 |\n| MAT | 83.8 |\n\nSettings:\n"
+        );
+        // A never-run column without a paper number is left out.
+        let md = "| m | C audit | M audit |\n|---|---|---|\n| x | not run in this profile | ok |\n\nNote\n";
+        assert_eq!(
+            split_unrun_columns(md),
+            "| m | M audit |\n|---|---|\n| x | ok |\n\nNote\n"
         );
         // Every column measured: unchanged.
         let full = "| m | a |\n|---|---|\n| x | 1 (2) |\n";

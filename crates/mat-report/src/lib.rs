@@ -7,6 +7,7 @@ pub mod figures;
 pub mod layout;
 pub mod output;
 pub mod paper;
+pub mod robustness;
 pub mod table2;
 pub mod table3;
 pub mod table4;

@@ -85,6 +85,33 @@ enum TableCmd {
         #[command(flatten)]
         args: TableArgs,
     },
+    /// Robust accuracy under PGD and AutoAttack (each member in turn), and
+    /// the audit's verdict, per model, from
+    /// <runs>/<dataset>/{pgd,autoattack,audit}/<method>/.
+    Robustness {
+        #[command(flatten)]
+        args: TableArgs,
+        /// The dataset folder under --runs.
+        #[arg(long, default_value = "mnist")]
+        dataset: String,
+        /// The budget the table reads.
+        #[arg(long, default_value = "0.3")]
+        eps: f64,
+    },
+    /// Robust accuracy against eps under PGD-40 (dashed) and AutoAttack
+    /// (solid), per method, from <runs>/<dataset>/{pgd-curve,autoattack,
+    /// autoattack-curve}/<method>/summary.parquet.
+    FigureRobustness {
+        #[arg(long, value_name = "DIR")]
+        runs: PathBuf,
+        #[arg(long, default_value = "mnist")]
+        dataset: String,
+        /// Writes <out>.svg, <out>.png and <out>.csv.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+        #[arg(long, default_value = "Robust accuracy under PGD-40 and AutoAttack")]
+        title: String,
+    },
     /// Figure 1: t-SNE of clean and adversarial features (SVG and PNG).
     Figure1 {
         /// tsne.parquet written by mat-cluster.
@@ -121,8 +148,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | TableCmd::Table2 { args, .. }
         | TableCmd::Table3 { args }
         | TableCmd::Table4 { args, .. }
-        | TableCmd::Table5 { args } => runs_folder(&args.runs)?,
-        TableCmd::Figure2 { runs, .. } => runs_folder(runs)?,
+        | TableCmd::Table5 { args }
+        | TableCmd::Robustness { args, .. } => runs_folder(&args.runs)?,
+        TableCmd::Figure2 { runs, .. } | TableCmd::FigureRobustness { runs, .. } => {
+            runs_folder(runs)?
+        }
         TableCmd::Figure1 { .. } => {}
     }
     let (args, (md, csv)) = match cli.table {
@@ -150,6 +180,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         TableCmd::Table5 { args } => {
             let t = cluster_tables::table5(&args.runs, &args.note_line())?;
             (args, t)
+        }
+        TableCmd::Robustness { args, dataset, eps } => {
+            let t = mat_report::robustness::table(&args.runs, &dataset, eps, &args.note_line())?;
+            (args, t)
+        }
+        TableCmd::FigureRobustness {
+            runs,
+            dataset,
+            out,
+            title,
+        } => {
+            mat_report::figures::robustness(&runs, &dataset, &out, &title)?;
+            eprintln!("mat-report: wrote {}", out.with_extension("png").display());
+            return Ok(());
         }
         TableCmd::Figure1 { tsne, out, title } => {
             mat_report::figures::figure1(&tsne, &out, &title)?;

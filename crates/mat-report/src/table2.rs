@@ -3,8 +3,10 @@
 //!
 //! Reads, for each method key of [`crate::paper::TABLE2`], the
 //! `summary.parquet` that `mat-attack` wrote under
-//! `<runs>/<dataset>/{pgd,cw,ddn}/<key>/`. A dataset folder that is absent
-//! gives "not run in this profile" cells, never a number.
+//! `<runs>/<dataset>/{pgd,cw,ddn}/<key>/`, and beside each PGD cell the
+//! model's AutoAttack accuracy and audit verdict ([`crate::robustness`]).
+//! A dataset folder that is absent gives "not run in this profile" cells,
+//! never a number.
 
 use std::path::Path;
 
@@ -75,9 +77,13 @@ fn describe(t: &Table) -> crate::Result<String> {
     })
 }
 
+/// A method's cells of one dataset: clean %, PGD %, C&W L2, DDN L2, and
+/// the AutoAttack and audit cells beside PGD.
+pub type Cells = ([Cell; 4], [String; 2]);
+
 pub struct Table2 {
-    /// Per method: MNIST then CIFAR-10 cells (clean %, PGD %, C&W L2, DDN L2).
-    pub rows: Vec<(&'static str, [Cell; 4], [Cell; 4])>,
+    /// Per method: MNIST then CIFAR-10 cells.
+    pub rows: Vec<(&'static str, Cells, Cells)>,
     /// The attack settings read from the summaries' metadata.
     pub settings: Vec<String>,
 }
@@ -93,7 +99,8 @@ pub fn collect(runs: &Path, pgd_eps: [f64; 2]) -> crate::Result<Table2> {
             let dir = runs.join(ds);
             if !dir.exists() {
                 let m = || Cell::Missing("not run in this profile".into());
-                per.push([m(), m(), m(), m()]);
+                let n = || "not run in this profile".to_string();
+                per.push(([m(), m(), m(), m()], [n(), n()]));
                 continue;
             }
             let pgd = dir.join("pgd").join(r.key).join("summary.parquet");
@@ -103,12 +110,15 @@ pub fn collect(runs: &Path, pgd_eps: [f64; 2]) -> crate::Result<Table2> {
                 Cell::Value(v) => Cell::Value(100.0 * v),
                 m => m,
             };
-            per.push([
-                pct(summary_value(&pgd, "clean_accuracy", Some(eps))?),
-                pct(summary_value(&pgd, "robust_accuracy", Some(eps))?),
-                summary_value(&cw, "mean_l2", None)?,
-                summary_value(&ddn, "mean_l2", None)?,
-            ]);
+            per.push((
+                [
+                    pct(summary_value(&pgd, "clean_accuracy", Some(eps))?),
+                    pct(summary_value(&pgd, "robust_accuracy", Some(eps))?),
+                    summary_value(&cw, "mean_l2", None)?,
+                    summary_value(&ddn, "mean_l2", None)?,
+                ],
+                crate::robustness::beside_pgd(runs, ds, r.key, eps)?,
+            ));
             // The settings of each attack, from the first method run with it.
             for (name, p) in [("pgd", &pgd), ("cw", &cw), ("ddn", &ddn)] {
                 let tag = format!("{ds}/{name}");
@@ -141,17 +151,26 @@ impl Table2 {
         s.push_str("# Table 2: accuracy (%) and mean L2 norm of the perturbations found\n\n");
         s.push_str(title_note);
         s.push_str("\n\nEach cell: ours (paper).\n\n");
-        s.push_str("| method | CIFAR-10 clean | CIFAR-10 PGD | CIFAR-10 C&W L2 | CIFAR-10 DDN L2 | MNIST clean | MNIST PGD | MNIST C&W L2 | MNIST DDN L2 |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        s.push_str("| method | CIFAR-10 clean | CIFAR-10 PGD | CIFAR-10 AutoAttack | CIFAR-10 audit | CIFAR-10 C&W L2 | CIFAR-10 DDN L2 | MNIST clean | MNIST PGD | MNIST AutoAttack | MNIST audit | MNIST C&W L2 | MNIST DDN L2 |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for ((key, mnist, cifar), p) in self.rows.iter().zip(&TABLE2) {
             debug_assert_eq!(*key, p.key);
             let digits = [2, 2, 3, 3];
-            let c: Vec<String> = (0..4)
-                .map(|i| fmt(&cifar[i], p.cifar10[i], digits[i]))
-                .collect();
-            let m: Vec<String> = (0..4)
-                .map(|i| fmt(&mnist[i], p.mnist[i], digits[i]))
-                .collect();
+            // clean, PGD, then AutoAttack and the audit beside PGD, then
+            // the two norms.
+            let cells = |(c, beside): &Cells, paper: [f64; 4]| -> Vec<String> {
+                let f: Vec<String> = (0..4).map(|i| fmt(&c[i], paper[i], digits[i])).collect();
+                vec![
+                    f[0].clone(),
+                    f[1].clone(),
+                    beside[0].clone(),
+                    beside[1].clone(),
+                    f[2].clone(),
+                    f[3].clone(),
+                ]
+            };
+            let c = cells(cifar, p.cifar10);
+            let m = cells(mnist, p.mnist);
             s.push_str(&format!(
                 "| {} | {} | {} |\n",
                 p.label,
@@ -159,6 +178,7 @@ impl Table2 {
                 m.join(" | ")
             ));
         }
+        s.push_str(&format!("\n{}\n", crate::robustness::BESIDE_PGD_NOTE));
         s.push_str("\nSettings:\n\n");
         for line in &self.settings {
             s.push_str(&format!("- {line}\n"));
@@ -176,7 +196,9 @@ impl Table2 {
         ];
         let mut s = String::from("method,dataset,measure,ours,paper\n");
         for ((_, mnist, cifar), p) in self.rows.iter().zip(&TABLE2) {
-            for (ds, cells, paper) in [("cifar10", cifar, p.cifar10), ("mnist", mnist, p.mnist)] {
+            for (ds, (cells, beside), paper) in
+                [("cifar10", cifar, p.cifar10), ("mnist", mnist, p.mnist)]
+            {
                 for i in 0..4 {
                     // Empty where nothing was measured (or nothing was found).
                     let ours = match &cells[i] {
@@ -187,6 +209,10 @@ impl Table2 {
                         "{},{ds},{},{ours},{}\n",
                         p.label, names[i], paper[i]
                     ));
+                }
+                // Text cells; the paper has neither.
+                for (name, text) in ["autoattack", "audit"].iter().zip(beside) {
+                    s.push_str(&format!("{},{ds},{name},\"{text}\",\n", p.label));
                 }
             }
         }
