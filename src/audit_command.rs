@@ -89,24 +89,27 @@ pub fn run(a: AuditArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|s| s as &dyn mat_core::attacks::Logits),
     };
-    let checks = audit::run(&models, &split, &spec)?;
+    // Each check as it is made, with the time since the start: an audit
+    // takes minutes per check on a CPU.
+    let started = std::time::Instant::now();
+    let checks = audit::run_with_progress(&models, &split, &spec, &mut |c| {
+        eprintln!(
+            "  {:<22} {} value {:.4} (reference {:.4}, threshold {}): {} [{:.0} s]",
+            c.name,
+            if c.pass { "pass" } else { "FAIL" },
+            c.value,
+            c.reference,
+            c.threshold,
+            c.detail,
+            started.elapsed().as_secs_f64()
+        );
+    })?;
     let mut meta = Metadata::new();
     meta.insert("model_hash".into(), hash_file(&a.model)?);
     meta.insert("data".into(), a.data.clone());
     meta.insert("samples".into(), split.len().to_string());
     meta.insert("config".into(), serde_yaml::to_string(&spec)?);
     audit::write(&a.out, &checks, meta)?;
-    for c in &checks {
-        eprintln!(
-            "  {:<22} {} value {:.4} (reference {:.4}, threshold {}): {}",
-            c.name,
-            if c.pass { "pass" } else { "FAIL" },
-            c.value,
-            c.reference,
-            c.threshold,
-            c.detail
-        );
-    }
     println!("{}", audit::verdict(&checks));
     Ok(())
 }

@@ -225,11 +225,38 @@ fn share(flags: &[bool]) -> f64 {
 
 /// Runs every check on `split` (a seeded sample of the test set).
 pub fn run(models: &Models, split: &Split, spec: &AuditSpec) -> Result<Vec<Check>> {
+    run_with_progress(models, split, spec, &mut |_| {})
+}
+
+/// The checks so far; `progress` hears of each as it is made (an audit
+/// takes minutes per check on a CPU).
+struct Made<'a> {
+    checks: Vec<Check>,
+    progress: &'a mut dyn FnMut(&Check),
+}
+
+impl Made<'_> {
+    fn push(&mut self, c: Check) {
+        (self.progress)(&c);
+        self.checks.push(c);
+    }
+}
+
+/// [`run`], calling `progress` with each check when it is made.
+pub fn run_with_progress(
+    models: &Models,
+    split: &Split,
+    spec: &AuditSpec,
+    progress: &mut dyn FnMut(&Check),
+) -> Result<Vec<Check>> {
     spec.validate()?;
     let t = &spec.thresholds;
     let model = models.model;
     let eps = spec.eps;
-    let mut checks = Vec::new();
+    let mut checks = Made {
+        checks: Vec::new(),
+        progress,
+    };
     let at_most = |name, value: f64, threshold: f64, detail: String| Check {
         name,
         value,
@@ -414,7 +441,7 @@ pub fn run(models: &Models, split: &Split, spec: &AuditSpec) -> Result<Vec<Check
             )
         }
     });
-    Ok(checks)
+    Ok(checks.checks)
 }
 
 /// PGD on a surrogate model: its examples, judged on the audited model.
