@@ -43,6 +43,9 @@ pub struct AutoAttackResult {
     /// PGD's robust accuracy on the same points, where PGD ran at this
     /// budget on a sample that holds them.
     pub pgd_same_points: Option<f64>,
+    /// The per-point worst case of PGD and AutoAttack: a point counts as
+    /// robust only if neither broke it.
+    pub worst_case: Option<f64>,
 }
 
 impl AutoAttackResult {
@@ -110,20 +113,26 @@ pub fn autoattack_at(
             ),
         ));
     }
+    let robust: BTreeSet<u32> = rows
+        .iter()
+        .filter(|&&r| by[r].is_empty())
+        .map(|&r| index[r])
+        .collect();
     let points: BTreeSet<u32> = rows.iter().map(|&r| index[r]).collect();
-    let pgd_same_points = pgd_on(&adv(pgd_dir), eps, &points)?;
+    let pgd = pgd_on(&adv(pgd_dir), eps, &points)?;
     Ok(Some(AutoAttackResult {
         points: rows.len(),
         clean: correct as f64 / n,
         after_member,
-        pgd_same_points,
+        pgd_same_points: pgd.as_ref().map(|p| p.len() as f64 / n),
+        worst_case: pgd.map(|p| p.intersection(&robust).count() as f64 / n),
     }))
 }
 
-/// PGD's robust accuracy (correct clean and after the attack) on the test
-/// points `points`; `None` where PGD did not run at `eps` or its sample
+/// The test points among `points` that PGD left robust (correct clean and
+/// after the attack); `None` where PGD did not run at `eps` or its sample
 /// lacks one of them.
-fn pgd_on(path: &Path, eps: f64, points: &BTreeSet<u32>) -> crate::Result<Option<f64>> {
+fn pgd_on(path: &Path, eps: f64, points: &BTreeSet<u32>) -> crate::Result<Option<BTreeSet<u32>>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -144,11 +153,12 @@ fn pgd_on(path: &Path, eps: f64, points: &BTreeSet<u32>) -> crate::Result<Option
     if ours.len() != points.len() {
         return Ok(None);
     }
-    let robust = ours
-        .iter()
-        .filter(|&&r| clean[r] == label[r] && advp[r] == label[r])
-        .count();
-    Ok(Some(robust as f64 / ours.len() as f64))
+    Ok(Some(
+        ours.iter()
+            .filter(|&&r| clean[r] == label[r] && advp[r] == label[r])
+            .map(|&r| index[r])
+            .collect(),
+    ))
 }
 
 /// An audit's verdict and its failed checks, from `<dir>/audit.parquet`;
@@ -241,10 +251,10 @@ pub fn table(runs: &Path, dataset: &str, eps: f64, note: &str) -> crate::Result<
          {dataset}, L∞ eps {eps}. PGD-40: on PGD's whole sample; PGD-40 (same points): on AutoAttack's points. \
          The member columns are cumulative, as AutoAttack reports them: each attacks only the points every \
          earlier one left robust, so the last is AutoAttack's robust accuracy.\n\n\
-         | model | n | clean | PGD-40 | PGD-40 (same points) | APGD-CE | +APGD-T | +FAB-T | +Square = AutoAttack | verdict |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n"
+         | model | n | clean | PGD-40 | PGD-40 (same points) | APGD-CE | +APGD-T | +FAB-T | +Square = AutoAttack | worst case | verdict |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n"
     );
-    let mut csv = String::from("model,points,clean,pgd40,pgd40_same_points,apgd_ce,apgd_t,fab_t,square_autoattack,verdict\n");
+    let mut csv = String::from("model,points,clean,pgd40,pgd40_same_points,apgd_ce,apgd_t,fab_t,square_autoattack,worst_case,verdict\n");
     let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{}", (1e4 * v).round() / 1e2));
     for r in &rows {
         let aa = r.autoattack.as_ref();
@@ -258,11 +268,12 @@ pub fn table(runs: &Path, dataset: &str, eps: f64, note: &str) -> crate::Result<
             pct(member(1)),
             pct(member(2)),
             pct(member(3)),
+            pct(aa.and_then(|a| a.worst_case)),
             r.verdict.clone().unwrap_or_else(|| "not run".into()),
         ];
         md.push_str(&format!("| {} | {} |\n", r.label, cells.join(" | ")));
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},\"{}\"\n",
+            "{},{},{},{},{},{},{},{},{},{},\"{}\"\n",
             r.label,
             aa.map_or(String::new(), |a| a.points.to_string()),
             num(aa.map(|a| a.clean)),
@@ -272,12 +283,14 @@ pub fn table(runs: &Path, dataset: &str, eps: f64, note: &str) -> crate::Result<
             num(member(1)),
             num(member(2)),
             num(member(3)),
+            num(aa.and_then(|a| a.worst_case)),
             r.verdict.clone().unwrap_or_default()
         ));
     }
     md.push_str(
         "\nA gap between PGD-40 (same points) and AutoAttack is accuracy that PGD credits and a stronger \
-         attack takes away: the PGD number was an upper bound. The audit's checks, their values and \
+         attack takes away: the PGD number was an upper bound. Worst case: a point is robust only if \
+         neither PGD-40 nor AutoAttack broke it, the number to report. The audit's checks, their values and \
          thresholds are in each model's audit/<model>/audit.parquet (`mat inspect`).\n",
     );
     Ok((md, csv))
