@@ -144,6 +144,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--pgd-images", type=int, default=1024)
+    ap.add_argument("--weights", help="mat's SmallCNN weights (safetensors): torchattacks' AutoAttack on them")
+    ap.add_argument("--autoattack-images", type=int, default=256)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -172,6 +174,28 @@ def main():
 
     wrn_s = [wrn_steps(3, r) for r in range(args.runs)]
 
+    # torchattacks' AutoAttack (standard) on mat's weights and the first
+    # 256 test images, as mat's side attacks them.
+    aa_s, aa_robust, aa_error = [], None, None
+    if args.weights:
+        try:
+            import torchattacks
+            from safetensors.torch import load_file
+
+            net = SmallCNN()
+            net.load_state_dict(load_file(args.weights), strict=True)
+            net.eval()
+            xa, ya = xt[:args.autoattack_images], yt[:args.autoattack_images]
+            for r in range(args.runs):
+                atk = torchattacks.AutoAttack(net, norm="Linf", eps=0.3, version="standard", n_classes=10, seed=r)
+                t = time.perf_counter()
+                adv = atk(xa, ya)
+                aa_s.append(time.perf_counter() - t)
+                with torch.no_grad():
+                    aa_robust = (net(adv).argmax(1) == ya).float().mean().item()
+        except Exception as e:  # not installed, or an API change: say so
+            aa_error = f"{type(e).__name__}: {e}"
+
     a = np.random.rand(1024, 1024).astype(np.float32)
     b = np.random.rand(1024, 1024).astype(np.float32)
     a @ b
@@ -191,6 +215,9 @@ def main():
         "pgd_images": n,
         "pgd_seconds": pgd_s,
         "wrn_seconds": wrn_s,
+        "autoattack_seconds": aa_s,
+        "autoattack_robust": aa_robust,
+        "autoattack_error": aa_error,
         "numpy_gemm_gflops": statistics.median(g),
     }))
 

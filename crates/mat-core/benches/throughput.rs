@@ -9,6 +9,10 @@
 //!   256, eval mode, weights frozen;
 //! - a WRN-16-4 training step on CIFAR-shaped inputs (batch 128, random
 //!   data; SGD lr 0.1, momentum 0.9, weight decay 2e-4), 3 steps per run;
+//! - AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square; eps 0.3) on 256
+//!   test images of the model trained above, beside torchattacks'
+//!   AutoAttack on the same weights (saved by mat, loaded by the reference)
+//!   where torchattacks is installed;
 //! - peak resident memory of a 5-epoch training run (a child process);
 //! - the f32 GEMM rate of the `gemm` crate (1024³), which bounds both.
 
@@ -20,7 +24,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var, D};
 use candle_nn::VarBuilder;
-use mat_core::attacks::{Attack, Pgd, Problem};
+use mat_core::attacks::spec::{AttackSpec, Context};
+use mat_core::attacks::{run_attack, Attack, Pgd, Problem};
 use mat_core::data::{self, DataDir, Split};
 use mat_core::kernels::gemm::{sgemm, Mat};
 use mat_core::models::{small_cnn, wide_resnet, Output, SmallCnn};
@@ -229,9 +234,11 @@ struct Torch {
     /// Seconds per run, by workload key.
     seconds: HashMap<String, Vec<f64>>,
     numpy_gemm: f64,
+    /// torchattacks' AutoAttack: its robust accuracy, or why it did not run.
+    autoattack: Result<f64, String>,
 }
 
-fn pytorch(data_dir: &Path, threads: usize, runs: usize) -> Result<Torch, String> {
+fn pytorch(data_dir: &Path, weights: &Path, threads: usize, runs: usize) -> Result<Torch, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_reference.py");
     let out = Command::new("python3")
         .arg(&script)
@@ -242,6 +249,8 @@ fn pytorch(data_dir: &Path, threads: usize, runs: usize) -> Result<Torch, String
             &threads.to_string(),
             "--runs",
             &runs.to_string(),
+            "--weights",
+            &weights.display().to_string(),
         ])
         .output()
         .map_err(|e| format!("cannot run python3: {e}"))?;
@@ -256,7 +265,7 @@ fn pytorch(data_dir: &Path, threads: usize, runs: usize) -> Result<Torch, String
             .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
             .unwrap_or_default()
     };
-    let seconds = ["train", "pgd", "wrn"]
+    let seconds = ["train", "pgd", "wrn", "autoattack"]
         .into_iter()
         .map(|k| (k.to_string(), nums(&format!("{k}_seconds"))))
         .collect();
@@ -264,6 +273,14 @@ fn pytorch(data_dir: &Path, threads: usize, runs: usize) -> Result<Torch, String
         version: j["torch"].as_str().unwrap_or("?").to_string(),
         seconds,
         numpy_gemm: j["numpy_gemm_gflops"].as_f64().unwrap_or(f64::NAN),
+        autoattack: match (
+            j["autoattack_robust"].as_f64(),
+            j["autoattack_error"].as_str(),
+        ) {
+            (Some(r), _) => Ok(r),
+            (None, Some(e)) => Err(e.to_string()),
+            (None, None) => Err("not run".into()),
+        },
     })
 }
 
@@ -321,7 +338,8 @@ fn main() -> Res<()> {
         );
         store = Some(s);
     }
-    let model = frozen(&store.expect("runs >= 1"))?;
+    let trained = store.expect("runs >= 1");
+    let model = frozen(&trained)?;
     let n_pgd = 1024;
     let test = ds.test.subset(Some(n_pgd), Some(0))?;
     let attack = Pgd::linf(40, 0.01);
@@ -351,6 +369,58 @@ fn main() -> Res<()> {
             n_pgd as f64 / pgd_s[r]
         );
     }
+    // AutoAttack on the same weights as torchattacks: the file the
+    // reference loads.
+    let weights =
+        std::env::temp_dir().join(format!("mat-bench-{}.safetensors", std::process::id()));
+    let named: Vec<(String, Tensor)> = trained
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .collect();
+    mat_core::artifact::write_tensors(
+        &weights,
+        named.iter().map(|(n, t)| (n.as_str(), t)),
+        &Default::default(),
+    )?;
+    let n_aa = 256;
+    // The first 256 test images, as the reference takes them.
+    let aa_test = ds.test.subset(Some(n_aa), None)?;
+    let spec: AttackSpec = serde_yaml::from_str(&format!(
+        "{}\nmodel: unused\n",
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../pipelines/attack/mnist/autoattack.yaml")
+        )?
+    ))?;
+    spec.validate()?;
+    let autoattack = spec.build(0.3, Context { objective: None })?;
+    let mut aa_s = Vec::new();
+    let mut aa_robust = f64::NAN;
+    for r in 0..runs {
+        let mut rng = SeededRng::for_purpose(r as u64, "autoattack");
+        let t = Instant::now();
+        let o = run_attack(
+            autoattack.as_ref(),
+            &logits,
+            &aa_test.images,
+            &aa_test.labels,
+            0.3,
+            &mut rng,
+        )?;
+        aa_s.push(t.elapsed().as_secs_f64());
+        let labels = aa_test.labels.to_vec1::<u32>()?;
+        aa_robust = (0..n_aa)
+            .filter(|&i| o.clean_pred[i] == labels[i] && o.adv_pred[i] == labels[i])
+            .count() as f64
+            / n_aa as f64;
+        eprintln!(
+            "autoattack run {r}: {:.2} s ({:.1} images/s), robust {:.1}%",
+            aa_s[r],
+            n_aa as f64 / aa_s[r],
+            100.0 * aa_robust
+        );
+    }
     let mut wrn_s = Vec::new();
     for r in 0..runs {
         wrn_s.push(wrn_steps(r as u64)?);
@@ -370,7 +440,8 @@ fn main() -> Res<()> {
         });
     eprintln!("peak memory of a 5-epoch run: {:?} MB", mem);
 
-    let torch = pytorch(&dd.cache_dir("mnist-10k"), threads, runs);
+    let torch = pytorch(&dd.cache_dir("mnist-10k"), &weights, threads, runs);
+    let _ = std::fs::remove_file(&weights);
     let workloads = [
         Workload {
             key: "train",
@@ -389,6 +460,15 @@ fn main() -> Res<()> {
             flops_per_image: 40.0 * 2.0 * SMALLCNN_FWD_FLOPS,
         },
         Workload {
+            key: "autoattack",
+            name: "AutoAttack standard eps 0.3, 256 images (vs torchattacks, same weights)",
+            images: n_aa,
+            seconds: aa_s,
+            // At most: APGD-CE's 100 steps on every image; the members after
+            // it attack only what it left.
+            flops_per_image: 100.0 * 2.0 * SMALLCNN_FWD_FLOPS,
+        },
+        Workload {
             key: "wrn",
             name: "WRN-16-4 training step, batch 128, 3x32x32",
             images: 128 * WRN_STEPS,
@@ -396,7 +476,7 @@ fn main() -> Res<()> {
             flops_per_image: 3.0 * wrn_fwd_flops(16, 4),
         },
     ];
-    write_report(&workloads, threads, runs, gemm, mem, &torch)
+    write_report(&workloads, threads, runs, gemm, mem, aa_robust, &torch)
 }
 
 fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
@@ -442,6 +522,7 @@ fn write_report(
     runs: usize,
     gemm: f64,
     mem: Option<f64>,
+    aa_robust: f64,
     torch: &Result<Torch, String>,
 ) -> Res<()> {
     let tput = |n: usize, s: &[f64]| (n as f64 / min(s).max(1e-9), n as f64 / median(s).max(1e-9));
@@ -519,8 +600,17 @@ fn write_report(
     if let Some(m) = mem {
         writeln!(md, "- Peak resident memory of a 5-epoch natural training run (whole process, data included): {m:.0} MB.")?;
     }
-    if let Err(e) = torch {
-        writeln!(md, "- PyTorch reference not measured: {e}")?;
+    match torch {
+        Err(e) => writeln!(md, "- PyTorch reference not measured: {e}")?,
+        Ok(t) => match &t.autoattack {
+            Ok(r) => writeln!(
+                md,
+                "- AutoAttack's robust accuracy on the 256 images: mat {:.1}%, torchattacks {:.1}% (same weights; each seeds its own random starts).",
+                100.0 * aa_robust,
+                100.0 * r
+            )?,
+            Err(e) => writeln!(md, "- torchattacks' AutoAttack not measured: {e}")?,
+        },
     }
     writeln!(md, "- Where the time goes (a perf profile) and what would close the gap: README, \"Speed on the CPU\".")?;
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../BENCHMARKS.md");
