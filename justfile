@@ -28,11 +28,24 @@ test-torch:
 # Regenerate a table or figure of the paper: builds the stage programs once,
 # then runs the pipeline's stages whose inputs changed (runs/TABLE/PROFILE/).
 # TABLE: table1 ... table5, figure1, figure2, or all. Profiles: quick (CPU),
-# smoke (seconds; numbers meaningless), paper (GPU: build with `--features
-# cuda` and run `mat repro` yourself, see README).
+# smoke (seconds; numbers meaningless), paper (GPU: `just build-cuda`, then
+# target/cuda/release/mat repro, see README).
 reproduce TABLE profile="quick" *ARGS:
     cargo build --release --workspace --bins
     ./target/release/mat repro pipelines/{{TABLE}}.yaml --profile {{profile}} {{ARGS}}
+
+# Every stage program with `--features cuda`, on a machine without a GPU or
+# a CUDA toolkit: installs NVIDIA's CUDA 13.0 wheels from PyPI into .cuda/
+# and builds into target/cuda/release/ for compute capability CAP (90:
+# H100/H200; 80: A100; 89: L4/RTX 4090). See README, "Devices".
+build-cuda cap="90":
+    scripts/build-cuda {{cap}}
+
+# On a machine with a CUDA GPU (after `just build-cuda` there, or with
+# target/cuda/gpu/ copied from one): CPU/CUDA parity and speed beside
+# PyTorch on the same GPU; writes $OUT/gpu-check.md (default gpu-check-out/).
+gpu-check:
+    scripts/gpu-check target/cuda/gpu
 
 # Format the code.
 fmt:

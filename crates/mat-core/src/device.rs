@@ -58,9 +58,11 @@ impl DeviceSpec {
     pub fn open(self) -> Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
+            // A CUDA build on a machine whose driver sees no GPU runs on
+            // the CPU.
             DeviceSpec::Auto => {
                 if candle_core::utils::cuda_is_available() {
-                    Ok(Device::new_cuda(0)?)
+                    Ok(Device::new_cuda(0).unwrap_or(Device::Cpu))
                 } else {
                     Ok(Device::Cpu)
                 }
@@ -68,10 +70,20 @@ impl DeviceSpec {
             DeviceSpec::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
                     return Err(Error::Invalid(format!(
-                        "--device cuda:{n} asked for, but this binary was built without CUDA; rebuild with `--features cuda`"
+                        "--device cuda:{n} asked for, but this binary was built without CUDA; build the CUDA programs with `just build-cuda` (README, \"Devices and randomness\")"
                     )));
                 }
-                Ok(Device::new_cuda(n)?)
+                Device::new_cuda(n).map_err(|e| {
+                    // The driver's error, without the backtrace candle
+                    // attaches under RUST_BACKTRACE.
+                    let e = match e {
+                        candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                        e => e,
+                    };
+                    Error::Invalid(format!(
+                        "--device cuda:{n}: cannot open the GPU ({e}); `nvidia-smi` lists the GPUs the driver sees"
+                    ))
+                })
             }
         }
     }
