@@ -71,8 +71,12 @@ datasets:
 inspect FILE:
     cargo run --release --quiet -- inspect {{FILE}}
 
-# Throughput of mat beside PyTorch CPU on the same data and thread count;
-# prints a table and writes BENCHMARKS.md. Installs PyTorch from PyPI if missing.
+# Throughput of mat beside PyTorch CPU on the same data and thread count,
+# and mat's AutoAttack beside torchattacks' on the same weights; prints a
+# table and writes BENCHMARKS.md. Installs PyTorch and torchattacks from PyPI
+# if missing (torchattacks without its declared dependencies: it pins an old
+# `requests` that it does not import, and needs no torchvision to run).
 bench threads="2" runs="3":
     python3 -c "import torch, numpy" 2>/dev/null || python3 -m pip install --quiet torch numpy
+    python3 -c "import torchattacks, safetensors" 2>/dev/null || { python3 -m pip install --quiet scipy tqdm safetensors && python3 -m pip install --quiet --no-deps torchattacks; }
     RAYON_NUM_THREADS={{threads}} cargo bench -p mat-core --bench throughput -- --runs {{runs}}
