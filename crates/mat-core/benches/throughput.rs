@@ -386,14 +386,12 @@ fn main() -> Res<()> {
     let n_aa = 256;
     // The first 256 test images, as the reference takes them.
     let aa_test = ds.test.subset(Some(n_aa), None)?;
-    let spec: AttackSpec = serde_yaml::from_str(&format!(
-        "{}\nmodel: unused\n",
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../pipelines/attack/mnist/autoattack.yaml")
-        )?
-    ))?;
-    spec.validate()?;
+    // The stage's config, read and checked as mat-attack reads it; the
+    // model is given here, not by file.
+    let spec = AttackSpec::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/attack/mnist/autoattack.yaml"),
+        &["model=unused".to_string()],
+    )?;
     let autoattack = spec.build(0.3, Context { objective: None })?;
     let mut aa_s = Vec::new();
     let mut aa_robust = f64::NAN;
