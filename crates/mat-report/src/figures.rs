@@ -87,6 +87,16 @@ fn rename(from: &Path, to: &Path) -> crate::Result<()> {
 /// A method's curve: its label and (eps, robust accuracy %) points.
 pub type Curve = (String, Vec<(f64, f64)>);
 
+/// A `summary.parquet`'s (eps, robust accuracy %) points, in its row order.
+pub(crate) fn accuracy_points(summary: &Path) -> crate::Result<Vec<(f64, f64)>> {
+    let t = Table::read(summary)?;
+    Ok(t.f64s("eps")?
+        .into_iter()
+        .zip(t.f64s("robust_accuracy")?)
+        .map(|(e, a)| (e, 100.0 * a))
+        .collect())
+}
+
 /// Figure 2's data: per method, (eps, robust accuracy %) from
 /// `<runs>/mnist/pgd-curve/<key>/summary.parquet`.
 pub fn figure2_data(runs: &Path) -> crate::Result<Vec<Curve>> {
@@ -100,14 +110,7 @@ pub fn figure2_data(runs: &Path) -> crate::Result<Vec<Curve>> {
         if !p.exists() {
             continue;
         }
-        let t = Table::read(&p)?;
-        let pts: Vec<(f64, f64)> = t
-            .f64s("eps")?
-            .into_iter()
-            .zip(t.f64s("robust_accuracy")?)
-            .map(|(e, a)| (e, 100.0 * a))
-            .collect();
-        out.push((r.label.to_string(), pts));
+        out.push((r.label.to_string(), accuracy_points(&p)?));
     }
     if out.is_empty() {
         return Err(crate::Error::content(

@@ -174,8 +174,14 @@ pub fn verdict(dir: &Path) -> crate::Result<Option<String>> {
 
 /// The two cells a table puts beside a PGD cell: AutoAttack (with PGD on
 /// the same points) and the audit's verdict.
+/// Both read "not run in this profile" where the run has no `dataset`
+/// folder.
 pub fn beside_pgd(runs: &Path, dataset: &str, key: &str, eps: f64) -> crate::Result<[String; 2]> {
     let d = runs.join(dataset);
+    if !d.exists() {
+        let n = || "not run in this profile".to_string();
+        return Ok([n(), n()]);
+    }
     let aa = match autoattack_at(&d.join(AUTOATTACK).join(key), &d.join(PGD).join(key), eps)? {
         Some(r) => match r.pgd_same_points {
             Some(p) => format!(
@@ -258,34 +264,25 @@ pub fn table(runs: &Path, dataset: &str, eps: f64, note: &str) -> crate::Result<
     let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{}", (1e4 * v).round() / 1e2));
     for r in &rows {
         let aa = r.autoattack.as_ref();
-        let member = |k: usize| aa.map(|a| a.after_member[k]);
-        let cells = [
-            aa.map_or("not run".into(), |a| a.points.to_string()),
-            pct(aa.map(|a| a.clean)),
-            pct(r.pgd),
-            pct(aa.and_then(|a| a.pgd_same_points)),
-            pct(member(0)),
-            pct(member(1)),
-            pct(member(2)),
-            pct(member(3)),
-            pct(aa.and_then(|a| a.worst_case)),
-            r.verdict.clone().unwrap_or_else(|| "not run".into()),
+        // clean, PGD-40, PGD-40 on the same points, the four members in
+        // turn, the worst case: one list for both outputs.
+        let mut values = vec![
+            aa.map(|a| a.clean),
+            r.pgd,
+            aa.and_then(|a| a.pgd_same_points),
         ];
+        values.extend((0..4).map(|k| aa.map(|a| a.after_member[k])));
+        values.push(aa.and_then(|a| a.worst_case));
+        let points = aa.map(|a| a.points.to_string());
+        let mut cells = vec![points.clone().unwrap_or_else(|| "not run".into())];
+        cells.extend(values.iter().map(|v| pct(*v)));
+        cells.push(r.verdict.clone().unwrap_or_else(|| "not run".into()));
         md.push_str(&format!("| {} | {} |\n", r.label, cells.join(" | ")));
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},\"{}\"\n",
-            r.label,
-            aa.map_or(String::new(), |a| a.points.to_string()),
-            num(aa.map(|a| a.clean)),
-            num(r.pgd),
-            num(aa.and_then(|a| a.pgd_same_points)),
-            num(member(0)),
-            num(member(1)),
-            num(member(2)),
-            num(member(3)),
-            num(aa.and_then(|a| a.worst_case)),
-            r.verdict.clone().unwrap_or_default()
-        ));
+        let mut fields = vec![r.label.to_string(), points.unwrap_or_default()];
+        fields.extend(values.iter().map(|v| num(*v)));
+        fields.push(format!("\"{}\"", r.verdict.clone().unwrap_or_default()));
+        csv.push_str(&fields.join(","));
+        csv.push('\n');
     }
     md.push_str(
         "\nA gap between PGD-40 (same points) and AutoAttack is accuracy that PGD credits and a stronger \
@@ -305,26 +302,16 @@ pub fn curves(runs: &Path, dataset: &str) -> crate::Result<Vec<crate::figures::C
     for r in &TABLE2 {
         let pgd_summary = d.join(PGD_CURVE).join(r.key).join("summary.parquet");
         if pgd_summary.exists() {
-            let t = Table::read(&pgd_summary)?;
-            let pts = t
-                .f64s("eps")?
-                .into_iter()
-                .zip(t.f64s("robust_accuracy")?)
-                .map(|(e, a)| (e, 100.0 * a))
-                .collect();
-            out.push((format!("{} PGD-40", r.label), pts));
+            out.push((
+                format!("{} PGD-40", r.label),
+                crate::figures::accuracy_points(&pgd_summary)?,
+            ));
         }
         let mut pts = Vec::new();
         for folder in [AUTOATTACK, AUTOATTACK_CURVE] {
             let p = d.join(folder).join(r.key).join("summary.parquet");
             if p.exists() {
-                let t = Table::read(&p)?;
-                pts.extend(
-                    t.f64s("eps")?
-                        .into_iter()
-                        .zip(t.f64s("robust_accuracy")?)
-                        .map(|(e, a)| (e, 100.0 * a)),
-                );
+                pts.extend(crate::figures::accuracy_points(&p)?);
             }
         }
         if !pts.is_empty() {

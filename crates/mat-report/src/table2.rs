@@ -99,8 +99,10 @@ pub fn collect(runs: &Path, pgd_eps: [f64; 2]) -> crate::Result<Table2> {
             let dir = runs.join(ds);
             if !dir.exists() {
                 let m = || Cell::Missing("not run in this profile".into());
-                let n = || "not run in this profile".to_string();
-                per.push(([m(), m(), m(), m()], [n(), n()]));
+                per.push((
+                    [m(), m(), m(), m()],
+                    crate::robustness::beside_pgd(runs, ds, r.key, eps)?,
+                ));
                 continue;
             }
             let pgd = dir.join("pgd").join(r.key).join("summary.parquet");

@@ -49,14 +49,7 @@ pub fn table4(runs: &Path, eps: [f64; 2], note: &str) -> crate::Result<(String, 
                 csv.push_str(&format!("{label},{col},{value},{}\n", paper[first + k]));
                 if k == 0 {
                     // AutoAttack and the audit beside PGD (no paper value).
-                    let beside = if ran {
-                        crate::robustness::beside_pgd(runs, ds, key, e)?
-                    } else {
-                        [
-                            "not run in this profile".into(),
-                            "not run in this profile".into(),
-                        ]
-                    };
+                    let beside = crate::robustness::beside_pgd(runs, ds, key, e)?;
                     for (what, text) in ["AutoAttack", "audit"].iter().zip(beside) {
                         csv.push_str(&format!("{label},{name} {what},\"{text}\",\n"));
                         cells.push(text);
