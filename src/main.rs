@@ -72,8 +72,10 @@ fn repro_one(
         p.stages.len(),
         p.out_dir.display()
     );
-    let results = mat_pipeline::repro(&p, opts, &mut |name, o| {
-        eprintln!("  {name}: {o}");
+    // Each stage's wall time, so that a run says where its time went.
+    let results = mat_pipeline::repro(&p, opts, &mut |name, o, took| match took {
+        Some(t) => eprintln!("  {name}: {o}, {:.1} s", t.as_secs_f64()),
+        None => eprintln!("  {name}: {o}"),
     })?;
     if !opts.dry_run {
         let ran = results

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cache::{remove, RunCache};
 use crate::error::{Error, IoContext, Result};
@@ -385,7 +385,7 @@ fn run_local(
         });
     }
     let mut child = command.spawn().at(Path::new("bash"))?;
-    let mut forwarded: Option<(i32, std::time::Instant)> = None;
+    let mut forwarded: Option<(i32, Instant)> = None;
     let status = loop {
         if let Some(st) = child.try_wait().at(Path::new("bash"))? {
             break st;
@@ -393,7 +393,7 @@ fn run_local(
         match (forwarded, interrupt::received()) {
             (None, Some(sig)) => {
                 interrupt::signal_group(child.id(), sig);
-                forwarded = Some((sig, std::time::Instant::now()));
+                forwarded = Some((sig, Instant::now()));
             }
             // A stage that ignores the signal is killed after a grace period.
             (Some((_, at)), _) if at.elapsed() > KILL_AFTER => {
@@ -490,11 +490,13 @@ fn counted(resource: &str) -> bool {
     !matches!(resource, "cpus" | "mem_gb" | "time_min")
 }
 
-/// Runs `pipeline`. `report` hears each stage's outcome as it happens.
+/// Runs `pipeline`. `report` hears each stage's outcome as it happens, with
+/// the wall time of the stage's command where one ran (or of restoring its
+/// outputs from the run cache).
 pub fn repro(
     pipeline: &Pipeline,
     opts: &Options,
-    report: &mut dyn FnMut(&str, &Outcome),
+    report: &mut dyn FnMut(&str, &Outcome, Option<Duration>),
 ) -> Result<Vec<(String, Outcome)>> {
     for f in &opts.force {
         if pipeline.stage(f).is_none() {
@@ -536,7 +538,7 @@ pub fn repro(
                 }
                 None => Outcome::UpToDate,
             };
-            report(&s.name, &o);
+            report(&s.name, &o, None);
             results.insert(s.name.clone(), o);
         }
         return Ok(pipeline
@@ -553,7 +555,8 @@ pub fn repro(
     let mut running: BTreeSet<String> = BTreeSet::new();
     let mut in_use: BTreeMap<String, u32> = BTreeMap::new();
     let mut first_error: Option<Error> = None;
-    let (tx, rx) = mpsc::channel::<(String, Result<(Outcome, Option<StageLock>)>)>();
+    type Done = (String, Duration, Result<(Outcome, Option<StageLock>)>);
+    let (tx, rx) = mpsc::channel::<Done>();
     std::thread::scope(|scope| -> Result<()> {
         loop {
             // Stages blocked by a failure are settled first.
@@ -567,7 +570,7 @@ pub fn repro(
                 let stopping = interrupt::received().is_some();
                 if blocked || stopping || (first_error.is_some() && !opts.keep_going) {
                     results.insert(s.name.clone(), Outcome::NotRun);
-                    report(&s.name, &Outcome::NotRun);
+                    report(&s.name, &Outcome::NotRun, None);
                     pending.remove(i);
                 } else {
                     i += 1;
@@ -597,8 +600,9 @@ pub fn repro(
                     let entry = lock.stages.get(&s.name).cloned();
                     let log_dir = log_dir.clone();
                     scope.spawn(move || {
+                        let start = Instant::now();
                         let r = process(s, entry.as_ref(), opts, &log_dir, &pipeline.out_dir);
-                        let _ = tx.send((s.name.clone(), r));
+                        let _ = tx.send((s.name.clone(), start.elapsed(), r));
                     });
                 } else {
                     i += 1;
@@ -616,7 +620,7 @@ pub fn repro(
                     s.name, s.resources, opts.capacity
                 )));
             }
-            let (name, r) = rx.recv().expect("a worker reports");
+            let (name, took, r) = rx.recv().expect("a worker reports");
             running.remove(&name);
             let stage = pipeline.stage(&name).expect("a known stage");
             for (res, n) in &stage.resources {
@@ -636,7 +640,11 @@ pub fn repro(
                     o
                 }
             };
-            report(&name, &outcome);
+            let took = match outcome {
+                Outcome::Ran(_) | Outcome::Restored(_) | Outcome::Failed(_) => Some(took),
+                _ => None,
+            };
+            report(&name, &outcome, took);
             results.insert(name, outcome);
         }
     })?;

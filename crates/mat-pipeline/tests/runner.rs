@@ -35,7 +35,7 @@ impl Work {
         }
     }
     fn repro(&self, file: &str, profile: &str, opts: &Options) -> Vec<(String, Outcome)> {
-        repro(&self.load(file, profile).unwrap(), opts, &mut |_, _| {}).unwrap()
+        repro(&self.load(file, profile).unwrap(), opts, &mut |_, _, _| {}).unwrap()
     }
 }
 
@@ -159,8 +159,10 @@ stages:
     );
     let p = w.load("f.yaml", "default").unwrap();
     let mut seen = Vec::new();
-    let e = repro(&p, &w.opts(), &mut |n, o| {
-        seen.push((n.to_string(), o.clone()))
+    let mut timed = Vec::new();
+    let e = repro(&p, &w.opts(), &mut |n, o, took| {
+        seen.push((n.to_string(), o.clone()));
+        timed.push((n.to_string(), took.is_some()));
     })
     .unwrap_err();
     assert!(e.to_string().contains("stage `bad` failed"), "{e}");
@@ -169,6 +171,14 @@ stages:
         "half-written output left"
     );
     assert!(seen.contains(&("after".to_string(), Outcome::NotRun)));
+    // The report carries a wall time for every stage whose command ran,
+    // failed ones included, and none for a stage that never started.
+    for (stage, has_time) in [("good", true), ("bad", true), ("after", false)] {
+        assert!(
+            timed.contains(&(stage.to_string(), has_time)),
+            "{stage}: {timed:?}"
+        );
+    }
     let lock = w.read("runs/f/default/mat.lock");
     assert!(lock.contains("\"good\""));
     assert!(!lock.contains("\"bad\""), "{lock}");
@@ -178,7 +188,7 @@ stages:
         "stages:\n  lazy:\n    cmd: \"true\"\n    outs: [\"${out}/x.txt\"]\n",
     );
     let p = w.load("g.yaml", "default").unwrap();
-    let e = repro(&p, &w.opts(), &mut |_, _| {}).unwrap_err();
+    let e = repro(&p, &w.opts(), &mut |_, _, _| {}).unwrap_err();
     assert!(e.to_string().contains("did not write"), "{e}");
 }
 
