@@ -134,6 +134,38 @@ fn same_seed_same_weights_and_resume_is_exact() {
     assert_eq!(m.meta("config_hash").unwrap().len(), 64);
 }
 
+/// `eval.pgd.every: 2` over 3 epochs: PGD after epochs 2 and 3 (the last),
+/// NaN in the log after epoch 1; the clean accuracy after every epoch.
+#[test]
+fn eval_pgd_runs_every_nth_epoch_and_after_the_last() {
+    let r = Run::new();
+    let cfg = r.config(
+        "every.yaml",
+        &TINY
+            .replace("epochs: 2", "epochs: 3")
+            .replace("train_limit: 256", "train_limit: 128")
+            .replace(
+                "eval: {limit: 200}",
+                "eval: {limit: 50, pgd: {eps: 0.3, steps: 1, step_size: 0.3, limit: 10, every: 2}}",
+            ),
+    );
+    let out = r.path("out");
+    ok(&r.train(&["--config", &cfg, "--out", out.to_str().unwrap()]));
+    let log = Table::read(&out.join("train_log.parquet")).unwrap();
+    let ran: Vec<bool> = log
+        .f64s("pgd_accuracy")
+        .unwrap()
+        .iter()
+        .map(|a| a.is_finite())
+        .collect();
+    assert_eq!(ran, vec![false, true, true]);
+    assert!(log
+        .f64s("clean_accuracy")
+        .unwrap()
+        .iter()
+        .all(|a| (0.0..=1.0).contains(a)));
+}
+
 /// A MAT model (FTC + SO + BIBO, one short epoch) carries the Section 3.3
 /// head: `head.weight` = the centers file's tensor, `head.bias` = 0; loaded
 /// back, its logits' argmax is the argmax of the cosine to the centers.
@@ -248,6 +280,15 @@ fn bad_input_is_refused_before_training() {
             format!("{TINY}optimiser: {{}}\n"),
             vec![],
             ":8:1: unknown field `optimiser`",
+        ),
+        (
+            "eval PGD every 0 epochs",
+            TINY.replace(
+                "eval: {limit: 200}",
+                "eval: {limit: 200, pgd: {eps: 0.3, steps: 1, step_size: 0.3, limit: 10, every: 0}}",
+            ),
+            vec![],
+            "eval.pgd.every: expected at least 1 (epochs)",
         ),
         (
             "unknown dataset",

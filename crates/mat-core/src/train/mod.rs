@@ -123,6 +123,8 @@ pub struct Evaluation {
     /// PGD and its eps, run on `pgd_limit` samples of `split` drawn with `seed`.
     pub pgd: Option<(Pgd, f64)>,
     pub pgd_limit: usize,
+    /// PGD runs after every `pgd_every`-th epoch and after the last.
+    pub pgd_every: usize,
     pub seed: u64,
 }
 
@@ -132,14 +134,23 @@ impl Evaluation {
             split,
             pgd: None,
             pgd_limit: 0,
+            pgd_every: 1,
             seed: 0,
         }
     }
 
-    /// (clean accuracy, PGD accuracy) of `model` in eval mode.
-    pub fn run(&self, model: &Classifier) -> crate::Result<(f64, Option<f64>)> {
+    /// (clean accuracy, PGD accuracy) of `model` in eval mode after `epoch`
+    /// of `epochs`: PGD only after every `pgd_every`-th epoch and the last.
+    pub fn run_after(
+        &self,
+        model: &Classifier,
+        epoch: usize,
+        epochs: usize,
+    ) -> crate::Result<(f64, Option<f64>)> {
         let clean = accuracy(|x| model.logits_t(x, false), &self.split, 500)?;
+        let due = epoch == epochs || epoch % self.pgd_every.max(1) == 0;
         let pgd = match &self.pgd {
+            Some(_) if !due => None,
             None => None,
             Some((pgd, eps)) => {
                 // A seeded sample: test splits may be sorted by class.

@@ -117,6 +117,7 @@ pub fn prepare(spec: TrainSpec, data_dir: &DataDir, device: &Device) -> Result<P
     let eval = Evaluation {
         pgd: spec.eval_pgd(),
         pgd_limit: spec.eval.pgd.as_ref().map_or(0, |p| p.limit),
+        pgd_every: spec.eval.pgd.as_ref().map_or(1, |p| p.every),
         seed: spec.seed,
         split: eval_split,
     };
@@ -270,7 +271,8 @@ impl Prepared {
             let terms = trainer.epoch(epoch, &self.train, &mut |done, _, loss| {
                 events(Event::Batch { done, loss })
             })?;
-            let (clean_accuracy, pgd_accuracy) = self.eval.run(&self.model)?;
+            let (clean_accuracy, pgd_accuracy) =
+                self.eval.run_after(&self.model, epoch, cfg.epochs)?;
             logs.push(EpochLog {
                 epoch,
                 lr: cfg.lr_at(epoch),
@@ -318,8 +320,8 @@ impl Prepared {
             "pgd_accuracy".into(),
             match &self.spec.eval.pgd {
                 Some(p) => format!(
-                    "PGD-L∞ eps {} {} steps of {} on {} evaluation samples drawn with the seed (NaN: not run)",
-                    p.eps, p.steps, p.step_size, p.limit
+                    "PGD-L∞ eps {} {} steps of {} on {} evaluation samples drawn with the seed, after every {} epoch(s) and the last (NaN: not run)",
+                    p.eps, p.steps, p.step_size, p.limit, p.every
                 ),
                 None => "not run (no eval.pgd in the config): NaN".into(),
             },

@@ -105,7 +105,8 @@ pub struct AugmentSpec {
     pub flip: bool,
 }
 
-/// The PGD-L∞ run on a fixed evaluation subset after every epoch.
+/// The PGD-L∞ run on a fixed evaluation subset after every `every`-th
+/// epoch and after the last one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalPgdSpec {
@@ -114,6 +115,15 @@ pub struct EvalPgdSpec {
     pub step_size: f64,
     /// How many evaluation samples PGD runs on.
     pub limit: usize,
+    /// Run it after every `every`-th epoch (and always after the last):
+    /// the per-epoch figure only watches training, and on a short CPU
+    /// schedule PGD-40 on the evaluation subset costs up to half an epoch.
+    #[serde(default = "every_epoch")]
+    pub every: usize,
+}
+
+fn every_epoch() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -243,6 +253,9 @@ impl TrainSpec {
             }
             if p.limit == 0 {
                 return Err(bad("eval.pgd.limit", "at least 1", 0));
+            }
+            if p.every == 0 {
+                return Err(bad("eval.pgd.every", "at least 1 (epochs)", 0));
             }
         }
         let m = self.method;
