@@ -2,6 +2,7 @@
 //! the CPU (CUDA keeps candle's kernels). Each public function falls back to
 //! candle's op on other devices and dtypes.
 
+pub mod batch_norm;
 pub mod conv2d;
 pub mod gemm;
 pub mod max_pool;

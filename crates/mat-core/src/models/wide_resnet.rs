@@ -11,12 +11,11 @@
 
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{batch_norm, BatchNorm, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 
 use super::classifier::{Family, Network};
-use crate::kernels::relu;
 use crate::nn::params::torch_default_weight;
-use crate::nn::{conv2d_no_bias, linear, Conv2d, Conv2dParams};
+use crate::nn::{batch_norm, conv2d_no_bias, linear, BatchNorm, Conv2d, Conv2dParams};
 
 /// `normal(0, sqrt(2 / (k·k·out_channels)))`, the reference's conv init.
 const CONV_INIT: Init = Init::Kaiming {
@@ -64,8 +63,8 @@ fn basic_block(
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let o = relu(&self.bn1.forward_t(xs, train)?)?;
-        let out = relu(&self.bn2.forward_t(&self.conv1.forward(&o)?, train)?)?;
+        let o = self.bn1.forward_relu_t(xs, train)?;
+        let out = self.bn2.forward_relu_t(&self.conv1.forward(&o)?, train)?;
         let out = self.conv2.forward(&out)?;
         match &self.shortcut {
             // Where the width changes, the shortcut sees the activated input.
@@ -210,7 +209,7 @@ impl WideResNet {
         for block in self.groups.iter().flatten() {
             xs = block.forward_t(&xs, train)?;
         } // [N, 64k, 8, 8]
-        let xs = relu(&self.bn1.forward_t(&xs, train)?)?;
+        let xs = self.bn1.forward_relu_t(&xs, train)?;
         xs.avg_pool2d(8)?.flatten_from(1) // [N, 64k]
     }
 }

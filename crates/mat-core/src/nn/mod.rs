@@ -2,11 +2,13 @@
 //! `VarBuilder`, PyTorch weight names and initialisation, and seeded
 //! randomness throughout.
 
+pub mod batch_norm;
 pub mod conv2d;
 pub mod dropout;
 pub mod linear;
 pub mod params;
 
+pub use batch_norm::{batch_norm, BatchNorm};
 pub use conv2d::{conv2d, conv2d_no_bias, Conv2d, Conv2dParams};
 pub use dropout::Dropout;
 pub use linear::linear;
