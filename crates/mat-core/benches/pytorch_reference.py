@@ -1,11 +1,18 @@
 """PyTorch CPU reference for `just bench`: the same SmallCNN (TRADES'
-definition), data, batch sizes and thread count as the Rust side. Prints one
-JSON object on stdout."""
+definition), VGG, WRN-16-4, data, batch sizes and thread count as the Rust
+side.
+
+It serves the bench: one JSON object per line on stdin names a workload and
+a run (`{"workload": "train", "run": 0}`), and it answers each with one JSON
+line on stdout (`{"seconds": ...}`), so that the bench can alternate mat and
+PyTorch run by run and machine drift hits both. The first line it writes
+gives its versions."""
 
 import argparse
 import gzip
 import json
 import statistics
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -80,6 +87,26 @@ class WideResNet(nn.Module):
         return self.fc(F.avg_pool2d(out, 8).flatten(1))
 
 
+class VGG(nn.Module):
+    """mat's `vgg-mnist` (crates/mat-core/src/models/vgg.rs): three blocks
+    of two 3x3 convolutions (padding 1) with ReLU and a 2x2 max-pool, widths
+    32, 64, 128, then fc 1152 -> 256, ReLU, dropout 0.5, fc 256 -> 10."""
+
+    def __init__(self):
+        super().__init__()
+        layers, cin = [], 1
+        for w in (32, 64, 128):
+            layers += [nn.Conv2d(cin, w, 3, padding=1), nn.ReLU(True),
+                       nn.Conv2d(w, w, 3, padding=1), nn.ReLU(True), nn.MaxPool2d(2, 2)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Linear(1152, 256), nn.ReLU(True), nn.Dropout(0.5),
+                                        nn.Linear(256, 10))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
 def wrn_steps(steps, seed):
     torch.manual_seed(seed)
     model = WideResNet()
@@ -109,12 +136,13 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def train_epoch(model, x, y, batch, seed):
+def train_epoch(model, x, y, batch, seed, limit=None):
+    """One epoch of SGD over `x` (the first `limit` shuffled images if given)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(x), generator=g)
-    for i in range(0, len(x), batch):
+    order = torch.randperm(len(x), generator=g)[:limit]
+    for i in range(0, len(order), batch):
         idx = order[i:i + batch]
         opt.zero_grad()
         loss = F.cross_entropy(model(x[idx]), y[idx])
@@ -138,64 +166,7 @@ def pgd(model, x, y, eps, step, steps):
     return x_adv
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True, help="folder with the four MNIST IDX files")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--pgd-images", type=int, default=1024)
-    ap.add_argument("--weights", help="mat's SmallCNN weights (safetensors): torchattacks' AutoAttack on them")
-    ap.add_argument("--autoattack-images", type=int, default=256)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    d = Path(args.data)
-    x = torch.from_numpy(read_idx(d / "train-images-idx3-ubyte").astype(np.float32) / 255.0).unsqueeze(1)
-    y = torch.from_numpy(read_idx(d / "train-labels-idx1-ubyte").astype(np.int64))
-    xt = torch.from_numpy(read_idx(d / "t10k-images-idx3-ubyte").astype(np.float32) / 255.0).unsqueeze(1)
-    yt = torch.from_numpy(read_idx(d / "t10k-labels-idx1-ubyte").astype(np.int64))
-
-    train_s = []
-    model = None
-    for r in range(args.runs):
-        model = SmallCNN()
-        t = time.perf_counter()
-        train_epoch(model, x, y, 128, r)
-        train_s.append(time.perf_counter() - t)
-
-    n = args.pgd_images
-    xp, yp = xt[:n], yt[:n]
-    pgd_s = []
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        for i in range(0, n, 256):
-            pgd(model, xp[i:i + 256], yp[i:i + 256], 0.3, 0.01, 40)
-        pgd_s.append(time.perf_counter() - t)
-
-    wrn_s = [wrn_steps(3, r) for r in range(args.runs)]
-
-    # torchattacks' AutoAttack (standard) on mat's weights and the first
-    # 256 test images, as mat's side attacks them.
-    aa_s, aa_robust, aa_error = [], None, None
-    if args.weights:
-        try:
-            import torchattacks
-            from safetensors.torch import load_file
-
-            net = SmallCNN()
-            net.load_state_dict(load_file(args.weights), strict=True)
-            net.eval()
-            xa, ya = xt[:args.autoattack_images], yt[:args.autoattack_images]
-            for r in range(args.runs):
-                atk = torchattacks.AutoAttack(net, norm="Linf", eps=0.3, version="standard", n_classes=10, seed=r)
-                t = time.perf_counter()
-                adv = atk(xa, ya)
-                aa_s.append(time.perf_counter() - t)
-                with torch.no_grad():
-                    aa_robust = (net(adv).argmax(1) == ya).float().mean().item()
-        except Exception as e:  # not installed, or an API change: say so
-            aa_error = f"{type(e).__name__}: {e}"
-
+def gemm_gflops():
     a = np.random.rand(1024, 1024).astype(np.float32)
     b = np.random.rand(1024, 1024).astype(np.float32)
     a @ b
@@ -205,21 +176,81 @@ def main():
         for _ in range(10):
             a @ b
         g.append(2 * 1024 ** 3 * 10 / (time.perf_counter() - t) / 1e9)
+    return statistics.median(g)
 
-    print(json.dumps({
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "threads": torch.get_num_threads(),
-        "train_images": len(x),
-        "train_seconds": train_s,
-        "pgd_images": n,
-        "pgd_seconds": pgd_s,
-        "wrn_seconds": wrn_s,
-        "autoattack_seconds": aa_s,
-        "autoattack_robust": aa_robust,
-        "autoattack_error": aa_error,
-        "numpy_gemm_gflops": statistics.median(g),
-    }))
+
+class Reference:
+    def __init__(self, data):
+        d = Path(data)
+        self.x = torch.from_numpy(read_idx(d / "train-images-idx3-ubyte").astype(np.float32) / 255.0).unsqueeze(1)
+        self.y = torch.from_numpy(read_idx(d / "train-labels-idx1-ubyte").astype(np.int64))
+        self.xt = torch.from_numpy(read_idx(d / "t10k-images-idx3-ubyte").astype(np.float32) / 255.0).unsqueeze(1)
+        self.yt = torch.from_numpy(read_idx(d / "t10k-labels-idx1-ubyte").astype(np.int64))
+        self.model = None
+
+    def train(self, run, **_):
+        """One epoch of natural SmallCNN training; PGD attacks the result."""
+        self.model = SmallCNN()
+        t = time.perf_counter()
+        train_epoch(self.model, self.x, self.y, 128, run)
+        return {"seconds": time.perf_counter() - t}
+
+    def vgg(self, run, images, **_):
+        torch.manual_seed(run)
+        model = VGG()
+        t = time.perf_counter()
+        train_epoch(model, self.x, self.y, 128, run, limit=images)
+        return {"seconds": time.perf_counter() - t}
+
+    def pgd(self, run, images, **_):
+        torch.manual_seed(run)
+        xp, yp = self.xt[:images], self.yt[:images]
+        t = time.perf_counter()
+        for i in range(0, images, 256):
+            pgd(self.model, xp[i:i + 256], yp[i:i + 256], 0.3, 0.01, 40)
+        return {"seconds": time.perf_counter() - t}
+
+    def wrn(self, run, steps, **_):
+        return {"seconds": wrn_steps(steps, run)}
+
+    def autoattack(self, run, images, weights, **_):
+        """torchattacks' AutoAttack (standard) on mat's weights and the
+        first `images` test images, as mat's side attacks them."""
+        import torchattacks
+        from safetensors.torch import load_file
+
+        net = SmallCNN()
+        net.load_state_dict(load_file(weights), strict=True)
+        net.eval()
+        xa, ya = self.xt[:images], self.yt[:images]
+        atk = torchattacks.AutoAttack(net, norm="Linf", eps=0.3, version="standard", n_classes=10, seed=run)
+        t = time.perf_counter()
+        adv = atk(xa, ya)
+        seconds = time.perf_counter() - t
+        with torch.no_grad():
+            robust = (net(adv).argmax(1) == ya).float().mean().item()
+        return {"seconds": seconds, "robust": robust}
+
+    def gemm(self, **_):
+        return {"gflops": gemm_gflops()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True, help="folder with the four MNIST IDX files")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ref = Reference(args.data)
+    print(json.dumps({"torch": torch.__version__, "numpy": np.__version__,
+                      "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            answer = getattr(ref, req.pop("workload"))(**req)
+        except Exception as e:  # not installed, or an API change: say so
+            answer = {"error": f"{type(e).__name__}: {e}"}
+        print(json.dumps(answer), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-//! `just bench`: training and PGD-40 throughput of `mat` beside PyTorch CPU
+//! `just bench`: training and attack throughput of `mat` beside PyTorch CPU
 //! on the same machine, data, batch sizes and thread count, written to
 //! BENCHMARKS.md.
 //!
-//! Measured (min and median of `--runs`, default 3):
+//! Measured (min and median of `--runs`, default 3), each workload's runs
+//! interleaved with PyTorch's (mat, PyTorch, then PyTorch, mat, ...), so
+//! that the machine's drift hits both sides alike:
 //! - natural SmallCNN training, one epoch of mnist-10k's 7,996 training
 //!   images, batch 128, SGD lr 0.01 momentum 0.9;
+//! - natural VGG (the paper's MNIST net) training on 2,560 of them, the same
+//!   SGD and batch size;
 //! - PGD-40 (eps 0.3, step 0.01, random start) on 1,024 test images, batch
 //!   256, eval mode, weights frozen;
 //! - a WRN-16-4 training step on CIFAR-shaped inputs (batch 128, random
@@ -15,11 +19,15 @@
 //!   where torchattacks is installed;
 //! - peak resident memory of a 5-epoch training run (a child process);
 //! - the f32 GEMM rate of the `gemm` crate (1024³), which bounds both.
+//!
+//! The PyTorch side is `pytorch_reference.py`, one process for the whole
+//! bench that answers one workload run per request.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use candle_core::{DType, Device, ModuleT, Tensor, Var, D};
@@ -28,7 +36,7 @@ use mat_core::attacks::spec::{AttackSpec, Context};
 use mat_core::attacks::{run_attack, Attack, Pgd, Problem};
 use mat_core::data::{self, DataDir, Split};
 use mat_core::kernels::gemm::{sgemm, Mat};
-use mat_core::models::{small_cnn, wide_resnet, Output, SmallCnn};
+use mat_core::models::{small_cnn, vgg_mnist, wide_resnet, Output, SmallCnn};
 use mat_core::nn::ParamStore;
 use mat_core::optim::{Sgd, SgdConfig};
 use mat_core::SeededRng;
@@ -47,6 +55,22 @@ const SMALLCNN_FWD_FLOPS: f64 = 2.0
         + 1024 * 200
         + 200 * 200
         + 200 * 10) as f64;
+
+/// FLOPs of one VGG (`vgg-mnist`) forward pass on one image: 3x3
+/// convolutions with padding 1 at 28, 14 and 7 pixels.
+const VGG_FWD_FLOPS: f64 = 2.0
+    * ((28 * 28 * 32 * 9)
+        + (28 * 28 * 32 * 288)
+        + (14 * 14 * 64 * 288)
+        + (14 * 14 * 64 * 576)
+        + (7 * 7 * 128 * 576)
+        + (7 * 7 * 128 * 1152)
+        + 1152 * 256
+        + 256 * 10) as f64;
+
+/// Training images per VGG run (20 batches of 128): an epoch would take a
+/// minute per run.
+const VGG_IMAGES: usize = 2560;
 
 /// FLOPs of one WRN-`depth`-`widen` forward pass on one 3x32x32 image.
 fn wrn_fwd_flops(depth: usize, widen: usize) -> f64 {
@@ -101,6 +125,31 @@ fn wrn_steps(seed: u64) -> Res<f64> {
 fn train_epoch(split: &Split, seed: u64, epochs: usize) -> Res<(SmallCnn, ParamStore)> {
     let store = ParamStore::new(seed);
     let model = small_cnn(Output::Logits(10), seed, store.var_builder(&Device::Cpu))?;
+    for _ in 0..epochs {
+        sgd_epoch(&model, &store, split, seed, None)?;
+    }
+    Ok((model, store))
+}
+
+/// Seconds of natural VGG training on the first `VGG_IMAGES` of a seeded
+/// shuffle.
+fn vgg_run(split: &Split, seed: u64) -> Res<f64> {
+    let store = ParamStore::new(seed);
+    let model = vgg_mnist(10, seed, store.var_builder(&Device::Cpu))?;
+    let t = Instant::now();
+    sgd_epoch(&model, &store, split, seed, Some(VGG_IMAGES))?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// One epoch of SGD (lr 0.01, momentum 0.9, batch 128) over a seeded
+/// shuffle of `split`, or its first `limit` images.
+fn sgd_epoch(
+    model: &impl ModuleT,
+    store: &ParamStore,
+    split: &Split,
+    seed: u64,
+    limit: Option<usize>,
+) -> Res<()> {
     let vars: Vec<Var> = store.vars().into_iter().map(|(_, v)| v).collect();
     let mut opt = Sgd::new(
         vars,
@@ -111,19 +160,21 @@ fn train_epoch(split: &Split, seed: u64, epochs: usize) -> Res<(SmallCnn, ParamS
             nesterov: false,
         },
     );
-    let n = split.len();
     let mut rng = SeededRng::for_purpose(seed, "shuffle");
-    for _ in 0..epochs {
-        let order: Vec<u32> = rng.permutation(n).into_iter().map(|i| i as u32).collect();
-        for chunk in order.chunks(128) {
-            let idx = Tensor::new(chunk, &Device::Cpu)?;
-            let x = split.images.index_select(&idx, 0)?;
-            let y = split.labels.index_select(&idx, 0)?;
-            let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, true)?, &y)?;
-            opt.step(&loss.backward()?)?;
-        }
+    let mut order: Vec<u32> = rng
+        .permutation(split.len())
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    order.truncate(limit.unwrap_or(order.len()));
+    for chunk in order.chunks(128) {
+        let idx = Tensor::new(chunk, &Device::Cpu)?;
+        let x = split.images.index_select(&idx, 0)?;
+        let y = split.labels.index_select(&idx, 0)?;
+        let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, true)?, &y)?;
+        opt.step(&loss.backward()?)?;
     }
-    Ok((model, store))
+    Ok(())
 }
 
 /// The trained weights as constants: attacks need no weight gradients.
@@ -229,68 +280,145 @@ fn cpu_model() -> String {
     format!("{model} ({simd})")
 }
 
-struct Torch {
+/// `pytorch_reference.py`, serving one workload run per request.
+struct Reference {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
     version: String,
-    /// Seconds per run, by workload key.
-    seconds: HashMap<String, Vec<f64>>,
-    numpy_gemm: f64,
-    /// torchattacks' AutoAttack: its robust accuracy, or why it did not run.
-    autoattack: Result<f64, String>,
 }
 
-fn pytorch(data_dir: &Path, weights: &Path, threads: usize, runs: usize) -> Result<Torch, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_reference.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args([
-            "--data",
-            &data_dir.display().to_string(),
-            "--threads",
-            &threads.to_string(),
-            "--runs",
-            &runs.to_string(),
-            "--weights",
-            &weights.display().to_string(),
-        ])
-        .output()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(err.lines().last().unwrap_or("failed").to_string());
+impl Reference {
+    fn start(data_dir: &Path, threads: usize) -> Result<Self, String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pytorch_reference.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(["--data", &data_dir.display().to_string()])
+            .args(["--threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut r = Self {
+            child,
+            stdin,
+            stdout,
+            version: String::new(),
+        };
+        let hello = r.read()?;
+        r.version = hello["torch"].as_str().unwrap_or("?").to_string();
+        Ok(r)
     }
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("bad JSON from the reference: {e}"))?;
-    let nums = |k: &str| -> Vec<f64> {
-        j[k].as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
-            .unwrap_or_default()
-    };
-    let seconds = ["train", "pgd", "wrn", "autoattack"]
-        .into_iter()
-        .map(|k| (k.to_string(), nums(&format!("{k}_seconds"))))
-        .collect();
-    Ok(Torch {
-        version: j["torch"].as_str().unwrap_or("?").to_string(),
-        seconds,
-        numpy_gemm: j["numpy_gemm_gflops"].as_f64().unwrap_or(f64::NAN),
-        autoattack: match (
-            j["autoattack_robust"].as_f64(),
-            j["autoattack_error"].as_str(),
-        ) {
-            (Some(r), _) => Ok(r),
-            (None, Some(e)) => Err(e.to_string()),
-            (None, None) => Err("not run".into()),
-        },
-    })
+
+    fn read(&mut self) -> Result<serde_json::Value, String> {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the reference: {e}"))?;
+        if line.is_empty() {
+            // It exited: its last line of stderr says why (an import error).
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(err.lines().last().unwrap_or("exited").to_string());
+        }
+        serde_json::from_str(&line).map_err(|e| format!("bad JSON from the reference: {e}"))
+    }
+
+    /// One run of a workload: its answer, or what went wrong.
+    fn ask(&mut self, request: serde_json::Value) -> Result<serde_json::Value, String> {
+        writeln!(self.stdin, "{request}").map_err(|e| format!("writing to the reference: {e}"))?;
+        let answer = self.read()?;
+        match answer["error"].as_str() {
+            Some(e) => Err(e.to_string()),
+            None => Ok(answer),
+        }
+    }
 }
 
-/// One row of the table: images per run, seconds per run, FLOPs per image.
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One row of the table: images per run, seconds per run on each side,
+/// FLOPs per image.
 struct Workload {
     key: &'static str,
     name: &'static str,
     images: usize,
     seconds: Vec<f64>,
+    /// PyTorch's seconds per run, or why it has none.
+    torch: Result<Vec<f64>, String>,
     flops_per_image: f64,
+}
+
+impl Workload {
+    fn new(key: &'static str, name: &'static str, images: usize, flops_per_image: f64) -> Self {
+        Self {
+            key,
+            name,
+            images,
+            seconds: Vec::new(),
+            torch: Ok(Vec::new()),
+            flops_per_image,
+        }
+    }
+
+    /// `runs` runs of `ours` and of the reference's `request` (with `run`
+    /// added), alternating which side goes first; `answer` sees each of
+    /// the reference's answers.
+    fn measure(
+        &mut self,
+        runs: usize,
+        reference: &mut Result<Reference, String>,
+        request: serde_json::Value,
+        mut ours: impl FnMut(usize) -> Res<f64>,
+        mut answer: impl FnMut(&serde_json::Value),
+    ) -> Res<()> {
+        for r in 0..runs {
+            for side in [r % 2, 1 - r % 2] {
+                if side == 0 {
+                    let s = ours(r)?;
+                    eprintln!(
+                        "{} run {r}: mat {s:.2} s ({:.1} images/s)",
+                        self.key,
+                        self.images as f64 / s
+                    );
+                    self.seconds.push(s);
+                    continue;
+                }
+                let (Ok(reference), Ok(torch)) = (reference.as_mut(), self.torch.as_mut()) else {
+                    continue;
+                };
+                let mut req = request.clone();
+                req["run"] = r.into();
+                match reference.ask(req) {
+                    Ok(a) => {
+                        let s = a["seconds"].as_f64().unwrap_or(f64::NAN);
+                        eprintln!(
+                            "{} run {r}: PyTorch {s:.2} s ({:.1} images/s)",
+                            self.key,
+                            self.images as f64 / s
+                        );
+                        torch.push(s);
+                        answer(&a);
+                    }
+                    Err(e) => {
+                        eprintln!("{}: PyTorch not measured: {e}", self.key);
+                        self.torch = Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn main() -> Res<()> {
@@ -311,8 +439,8 @@ fn main() -> Res<()> {
         .unwrap_or(3);
     let threads = rayon::current_num_threads();
     eprintln!("bench: {threads} threads, {runs} runs");
-    // `--profile train|pgd|wrn`: that workload alone, nothing written, for
-    // running under a profiler (`perf record`).
+    // `--profile train|vgg|pgd|wrn`: that workload alone, nothing written,
+    // for running under a profiler (`perf record`).
     if let Some(w) = args
         .iter()
         .position(|a| a == "--profile")
@@ -321,54 +449,98 @@ fn main() -> Res<()> {
         return profile_one(w, &ds, runs);
     }
 
-    let gemm = gemm_gflops();
-    eprintln!("gemm: {gemm:.0} GFLOP/s");
-
-    let n_train = ds.train.len();
-    let mut train_s = Vec::new();
-    let mut store = None;
-    for r in 0..runs {
-        let t = Instant::now();
-        let (_, s) = train_epoch(&ds.train, r as u64, 1)?;
-        train_s.push(t.elapsed().as_secs_f64());
-        eprintln!(
-            "train run {r}: {:.2} s ({:.0} images/s)",
-            train_s[r],
-            n_train as f64 / train_s[r]
-        );
-        store = Some(s);
+    let mut reference = Reference::start(&dd.cache_dir("mnist-10k"), threads);
+    if let Err(e) = &reference {
+        eprintln!("PyTorch reference not measured: {e}");
     }
-    let trained = store.expect("runs >= 1");
+    let gemm = gemm_gflops();
+    let numpy_gemm = match reference.as_mut() {
+        Ok(r) => r.ask(serde_json::json!({"workload": "gemm"})).ok(),
+        Err(_) => None,
+    }
+    .and_then(|a| a["gflops"].as_f64());
+    eprintln!("gemm: {gemm:.0} GFLOP/s (numpy/OpenBLAS: {numpy_gemm:?})");
+
+    let json = |w: &str| serde_json::json!({ "workload": w });
+    let n_train = ds.train.len();
+    let mut train = Workload::new(
+        "train",
+        "SmallCNN training, batch 128, 1 epoch of 7,996",
+        n_train,
+        // forward + input and weight gradients
+        3.0 * SMALLCNN_FWD_FLOPS,
+    );
+    let mut trained = None;
+    train.measure(
+        runs,
+        &mut reference,
+        json("train"),
+        |r| {
+            let t = Instant::now();
+            let (_, s) = train_epoch(&ds.train, r as u64, 1)?;
+            trained = Some(s);
+            Ok(t.elapsed().as_secs_f64())
+        },
+        |_| {},
+    )?;
+    let trained = trained.expect("runs >= 1");
+
+    let mut vgg = Workload::new(
+        "vgg",
+        "VGG (paper's MNIST net) training, batch 128, 2,560 images",
+        VGG_IMAGES,
+        3.0 * VGG_FWD_FLOPS,
+    );
+    let mut req = json("vgg");
+    req["images"] = VGG_IMAGES.into();
+    vgg.measure(
+        runs,
+        &mut reference,
+        req,
+        |r| vgg_run(&ds.train, r as u64),
+        |_| {},
+    )?;
+
     let model = frozen(&trained)?;
     let n_pgd = 1024;
     let test = ds.test.subset(Some(n_pgd), Some(0))?;
     let attack = Pgd::linf(40, 0.01);
     let logits = |x: &Tensor| model.forward_t(x, false);
-    let mut pgd_s = Vec::new();
-    for r in 0..runs {
-        let mut rng = SeededRng::for_purpose(r as u64, "pgd");
-        let t = Instant::now();
-        for i in (0..n_pgd).step_by(256) {
-            let x = test.images.narrow(0, i, 256)?;
-            let y = test.labels.narrow(0, i, 256)?;
-            // The attack proper, as the attack stage runs it (each step
-            // projects); the reference script times the same loop.
-            let p = Problem {
-                model: &logits,
-                x: &x,
-                y: &y,
-                eps: 0.3,
-            };
-            let adv = attack.propose(&p, &mut rng)?;
-            let _pred = model.forward_t(&adv, false)?.argmax(D::Minus1)?;
-        }
-        pgd_s.push(t.elapsed().as_secs_f64());
-        eprintln!(
-            "pgd run {r}: {:.2} s ({:.1} images/s)",
-            pgd_s[r],
-            n_pgd as f64 / pgd_s[r]
-        );
-    }
+    let mut pgd = Workload::new(
+        "pgd",
+        "PGD-40 eps 0.3, batch 256, 1,024 images",
+        n_pgd,
+        // forward + input gradient, 40 steps
+        40.0 * 2.0 * SMALLCNN_FWD_FLOPS,
+    );
+    let mut req = json("pgd");
+    req["images"] = n_pgd.into();
+    pgd.measure(
+        runs,
+        &mut reference,
+        req,
+        |r| {
+            let mut rng = SeededRng::for_purpose(r as u64, "pgd");
+            let t = Instant::now();
+            for i in (0..n_pgd).step_by(256) {
+                let x = test.images.narrow(0, i, 256)?;
+                let y = test.labels.narrow(0, i, 256)?;
+                // The attack proper, as the attack stage runs it (each step
+                // projects); the reference script times the same loop.
+                let p = Problem {
+                    model: &logits,
+                    x: &x,
+                    y: &y,
+                    eps: 0.3,
+                };
+                let adv = attack.propose(&p, &mut rng)?;
+                let _pred = model.forward_t(&adv, false)?.argmax(D::Minus1)?;
+            }
+            Ok(t.elapsed().as_secs_f64())
+        },
+        |_| {},
+    )?;
+
     // AutoAttack on the same weights as torchattacks: the file the
     // reference loads.
     let weights =
@@ -393,38 +565,57 @@ fn main() -> Res<()> {
         &["model=unused".to_string()],
     )?;
     let autoattack = spec.build(0.3, Context { objective: None })?;
-    let mut aa_s = Vec::new();
+    let mut aa = Workload::new(
+        "autoattack",
+        "AutoAttack standard eps 0.3, 256 images (vs torchattacks, same weights)",
+        n_aa,
+        // At most: APGD-CE's 100 steps on every image; the members after
+        // it attack only what it left.
+        100.0 * 2.0 * SMALLCNN_FWD_FLOPS,
+    );
     let mut aa_robust = f64::NAN;
-    for r in 0..runs {
-        let mut rng = SeededRng::for_purpose(r as u64, "autoattack");
-        let t = Instant::now();
-        let o = run_attack(
-            autoattack.as_ref(),
-            &logits,
-            &aa_test.images,
-            &aa_test.labels,
-            0.3,
-            &mut rng,
-        )?;
-        aa_s.push(t.elapsed().as_secs_f64());
-        let labels = aa_test.labels.to_vec1::<u32>()?;
-        aa_robust = (0..n_aa)
-            .filter(|&i| o.clean_pred[i] == labels[i] && o.adv_pred[i] == labels[i])
-            .count() as f64
-            / n_aa as f64;
-        eprintln!(
-            "autoattack run {r}: {:.2} s ({:.1} images/s), robust {:.1}%",
-            aa_s[r],
-            n_aa as f64 / aa_s[r],
-            100.0 * aa_robust
-        );
-    }
-    let mut wrn_s = Vec::new();
-    for r in 0..runs {
-        wrn_s.push(wrn_steps(r as u64)?);
-        let ips = (128 * WRN_STEPS) as f64 / wrn_s[r];
-        eprintln!("wrn-16-4 run {r}: {:.2} s ({ips:.1} images/s)", wrn_s[r]);
-    }
+    let mut torch_robust = None;
+    let mut req = json("autoattack");
+    req["images"] = n_aa.into();
+    req["weights"] = weights.display().to_string().into();
+    let measured = aa.measure(
+        runs,
+        &mut reference,
+        req,
+        |r| {
+            let mut rng = SeededRng::for_purpose(r as u64, "autoattack");
+            let t = Instant::now();
+            let o = run_attack(
+                autoattack.as_ref(),
+                &logits,
+                &aa_test.images,
+                &aa_test.labels,
+                0.3,
+                &mut rng,
+            )?;
+            let s = t.elapsed().as_secs_f64();
+            let labels = aa_test.labels.to_vec1::<u32>()?;
+            aa_robust = (0..n_aa)
+                .filter(|&i| o.clean_pred[i] == labels[i] && o.adv_pred[i] == labels[i])
+                .count() as f64
+                / n_aa as f64;
+            Ok(s)
+        },
+        |a| torch_robust = a["robust"].as_f64(),
+    );
+    let _ = std::fs::remove_file(&weights);
+    measured?;
+
+    let mut wrn = Workload::new(
+        "wrn",
+        "WRN-16-4 training step, batch 128, 3x32x32",
+        128 * WRN_STEPS,
+        3.0 * wrn_fwd_flops(16, 4),
+    );
+    let mut req = json("wrn");
+    req["steps"] = WRN_STEPS.into();
+    wrn.measure(runs, &mut reference, req, |r| wrn_steps(r as u64), |_| {})?;
+
     let exe = std::env::current_exe()?;
     let mem = Command::new(exe)
         .arg("--memory-probe")
@@ -438,43 +629,29 @@ fn main() -> Res<()> {
         });
     eprintln!("peak memory of a 5-epoch run: {:?} MB", mem);
 
-    let torch = pytorch(&dd.cache_dir("mnist-10k"), &weights, threads, runs);
-    let _ = std::fs::remove_file(&weights);
-    let workloads = [
-        Workload {
-            key: "train",
-            name: "SmallCNN training, batch 128, 1 epoch of 7,996",
-            images: n_train,
-            seconds: train_s,
-            // forward + input and weight gradients
-            flops_per_image: 3.0 * SMALLCNN_FWD_FLOPS,
+    let torch = Torch {
+        version: reference
+            .as_ref()
+            .map(|r| r.version.clone())
+            .map_err(|e| e.clone()),
+        numpy_gemm,
+        autoattack: match (&aa.torch, torch_robust) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(_), Some(r)) => Ok(r),
+            (Ok(_), None) => Err("not run".into()),
         },
-        Workload {
-            key: "pgd",
-            name: "PGD-40 eps 0.3, batch 256, 1,024 images",
-            images: n_pgd,
-            seconds: pgd_s,
-            // forward + input gradient, 40 steps
-            flops_per_image: 40.0 * 2.0 * SMALLCNN_FWD_FLOPS,
-        },
-        Workload {
-            key: "autoattack",
-            name: "AutoAttack standard eps 0.3, 256 images (vs torchattacks, same weights)",
-            images: n_aa,
-            seconds: aa_s,
-            // At most: APGD-CE's 100 steps on every image; the members after
-            // it attack only what it left.
-            flops_per_image: 100.0 * 2.0 * SMALLCNN_FWD_FLOPS,
-        },
-        Workload {
-            key: "wrn",
-            name: "WRN-16-4 training step, batch 128, 3x32x32",
-            images: 128 * WRN_STEPS,
-            seconds: wrn_s,
-            flops_per_image: 3.0 * wrn_fwd_flops(16, 4),
-        },
-    ];
+    };
+    let workloads = [train, vgg, pgd, aa, wrn];
     write_report(&workloads, threads, runs, gemm, mem, aa_robust, &torch)
+}
+
+/// What the report says of the reference beside the table.
+struct Torch {
+    /// PyTorch's version, or why the reference did not start.
+    version: Result<String, String>,
+    numpy_gemm: Option<f64>,
+    /// torchattacks' AutoAttack: its robust accuracy, or why it did not run.
+    autoattack: Result<f64, String>,
 }
 
 fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
@@ -483,6 +660,9 @@ fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
         match workload {
             "train" => {
                 train_epoch(&ds.train, r as u64, 1)?;
+            }
+            "vgg" => {
+                vgg_run(&ds.train, r as u64)?;
             }
             "pgd" => {
                 let (_, store) = train_epoch(&ds.train.subset(Some(512), Some(0))?, 0, 1)?;
@@ -505,7 +685,7 @@ fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
             }
             other => {
                 return Err(
-                    format!("--profile: unknown workload {other:?} (train, pgd, wrn)").into(),
+                    format!("--profile: unknown workload {other:?} (train, vgg, pgd, wrn)").into(),
                 )
             }
         }
@@ -521,7 +701,7 @@ fn write_report(
     gemm: f64,
     mem: Option<f64>,
     aa_robust: f64,
-    torch: &Result<Torch, String>,
+    torch: &Torch,
 ) -> Res<()> {
     let tput = |n: usize, s: &[f64]| (n as f64 / min(s).max(1e-9), n as f64 / median(s).max(1e-9));
     let mut md = String::new();
@@ -532,8 +712,8 @@ fn write_report(
         "Written by `just bench` on {date}. Machine: {}, {threads} threads for both sides.",
         cpu_model()
     )?;
-    let torch_version = match torch {
-        Ok(t) => format!("PyTorch {} (CPU)", t.version),
+    let torch_version = match &torch.version {
+        Ok(v) => format!("PyTorch {v} (CPU)"),
         Err(_) => "PyTorch not measured".into(),
     };
     let rustc = run_cmd("rustc", &["--version"]);
@@ -543,22 +723,21 @@ fn write_report(
     )?;
     writeln!(
         md,
-        "Throughput in images/s: best (min time) and median of {runs} runs.\n"
+        "Throughput in images/s: best (min time) and median of {runs} runs per side. \
+         Each workload's runs alternate between mat and PyTorch (mat first in even runs, \
+         PyTorch first in odd ones), so that the machine's drift hits both.\n"
     )?;
     writeln!(md, "| workload | mat best | mat median | PyTorch best | PyTorch median | mat/PyTorch (median) | GEMM-bound limit |")?;
     writeln!(md, "|---|---|---|---|---|---|---|")?;
     let mut ratios = HashMap::new();
     for w in workloads {
         let (best, med) = tput(w.images, &w.seconds);
-        let (tb, tm, ratio) = match torch {
-            Ok(t) => {
-                let (b, m) = tput(
-                    w.images,
-                    t.seconds.get(w.key).map(Vec::as_slice).unwrap_or(&[]),
-                );
+        let (tb, tm, ratio) = match &w.torch {
+            Ok(s) if !s.is_empty() => {
+                let (b, m) = tput(w.images, s);
                 (format!("{b:.1}"), format!("{m:.1}"), med / m)
             }
-            Err(_) => ("-".into(), "-".into(), f64::NAN),
+            _ => ("-".into(), "-".into(), f64::NAN),
         };
         ratios.insert(w.key, ratio);
         let limit = gemm * 1e9 / w.flops_per_image;
@@ -569,12 +748,9 @@ fn write_report(
         )?;
     }
     writeln!(md)?;
-    let numpy = match torch {
-        Ok(t) => format!(
-            "; numpy/OpenBLAS in the same run: {:.0} GFLOP/s",
-            t.numpy_gemm
-        ),
-        Err(_) => String::new(),
+    let numpy = match torch.numpy_gemm {
+        Some(g) => format!("; numpy/OpenBLAS in the same run: {g:.0} GFLOP/s"),
+        None => String::new(),
     };
     writeln!(
         md,
@@ -598,26 +774,32 @@ fn write_report(
     if let Some(m) = mem {
         writeln!(md, "- Peak resident memory of a 5-epoch natural training run (whole process, data included): {m:.0} MB.")?;
     }
-    match torch {
-        Err(e) => writeln!(md, "- PyTorch reference not measured: {e}")?,
-        Ok(t) => match &t.autoattack {
-            Ok(r) => writeln!(
-                md,
-                "- AutoAttack's robust accuracy on the 256 images: mat {:.1}%, torchattacks {:.1}% (same weights; each seeds its own random starts).",
-                100.0 * aa_robust,
-                100.0 * r
-            )?,
-            Err(e) => writeln!(md, "- torchattacks' AutoAttack not measured: {e}")?,
-        },
+    match (&torch.version, &torch.autoattack) {
+        (Err(e), _) => writeln!(md, "- PyTorch reference not measured: {e}")?,
+        (Ok(_), Ok(r)) => writeln!(
+            md,
+            "- AutoAttack's robust accuracy on the 256 images: mat {:.1}%, torchattacks {:.1}% (same weights; each seeds its own random starts).",
+            100.0 * aa_robust,
+            100.0 * r
+        )?,
+        (Ok(_), Err(e)) => writeln!(md, "- torchattacks' AutoAttack not measured: {e}")?,
+    }
+    for w in workloads {
+        if let Err(e) = &w.torch {
+            writeln!(md, "- PyTorch's {} not measured: {e}", w.key)?;
+        }
     }
     writeln!(md, "- Where the time goes (a perf profile) and what would close the gap: README, \"Speed on the CPU\".")?;
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../BENCHMARKS.md");
     mat_core::artifact::write_atomic(&path, md.as_bytes())?;
     print!("{md}");
+    let ratio = |k: &str| ratios.get(k).copied().unwrap_or(f64::NAN);
     println!(
-        "\nmat/pytorch throughput: train {:.2}, pgd {:.2}",
-        ratios.get("train").copied().unwrap_or(f64::NAN),
-        ratios.get("pgd").copied().unwrap_or(f64::NAN)
+        "\nmat/pytorch throughput: train {:.2}, vgg {:.2}, pgd {:.2}, wrn {:.2}",
+        ratio("train"),
+        ratio("vgg"),
+        ratio("pgd"),
+        ratio("wrn")
     );
     Ok(())
 }
