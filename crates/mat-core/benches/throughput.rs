@@ -297,7 +297,9 @@ impl Reference {
             .args(["--threads", &threads.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            // Its warnings and errors go to the bench's stderr: a pipe
+            // nobody reads until it exits could fill and stall it.
+            .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot run python3: {e}"))?;
         let stdin = child.stdin.take().expect("piped");
@@ -319,12 +321,10 @@ impl Reference {
             .read_line(&mut line)
             .map_err(|e| format!("reading the reference: {e}"))?;
         if line.is_empty() {
-            // It exited: its last line of stderr says why (an import error).
-            let mut err = String::new();
-            if let Some(mut e) = self.child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            return Err(err.lines().last().unwrap_or("exited").to_string());
+            let status = self.child.wait().map_err(|e| e.to_string())?;
+            return Err(format!(
+                "pytorch_reference.py exited ({status}); its error is printed above"
+            ));
         }
         serde_json::from_str(&line).map_err(|e| format!("bad JSON from the reference: {e}"))
     }
