@@ -134,10 +134,12 @@ fn same_seed_same_weights_and_resume_is_exact() {
     assert_eq!(m.meta("config_hash").unwrap().len(), 64);
 }
 
-/// `eval.pgd.every: 2` over 3 epochs: PGD after epochs 2 and 3 (the last),
-/// NaN in the log after epoch 1; the clean accuracy after every epoch.
+/// `eval.pgd.every: 2` over 3 epochs: PGD after epoch 2 only, NaN in the log
+/// after epochs 1 and 3 (not after the last: `--resume` may raise the
+/// epochs, and the log must not depend on them); the clean accuracy after
+/// every epoch.
 #[test]
-fn eval_pgd_runs_every_nth_epoch_and_after_the_last() {
+fn eval_pgd_runs_every_nth_epoch() {
     let r = Run::new();
     let cfg = r.config(
         "every.yaml",
@@ -158,7 +160,7 @@ fn eval_pgd_runs_every_nth_epoch_and_after_the_last() {
         .iter()
         .map(|a| a.is_finite())
         .collect();
-    assert_eq!(ran, vec![false, true, true]);
+    assert_eq!(ran, vec![false, true, false]);
     assert!(log
         .f64s("clean_accuracy")
         .unwrap()

@@ -194,7 +194,8 @@ fn training_with_an_eval_pgd_budget_of_zero_finishes() {
     let centers = d.join("centers.safetensors");
     let mut a = args(
         "at.yaml",
-        &["eval.pgd.eps=0", "adversary.eps=0"],
+        // PGD after this one epoch (the config runs it every 5th).
+        &["eval.pgd.eps=0", "adversary.eps=0", "eval.pgd.every=1"],
         &centers,
         &d.join("m"),
         1,

@@ -123,7 +123,7 @@ pub struct Evaluation {
     /// PGD and its eps, run on `pgd_limit` samples of `split` drawn with `seed`.
     pub pgd: Option<(Pgd, f64)>,
     pub pgd_limit: usize,
-    /// PGD runs after every `pgd_every`-th epoch and after the last.
+    /// PGD runs after every `pgd_every`-th epoch.
     pub pgd_every: usize,
     pub seed: u64,
 }
@@ -139,16 +139,13 @@ impl Evaluation {
         }
     }
 
-    /// (clean accuracy, PGD accuracy) of `model` in eval mode after `epoch`
-    /// of `epochs`: PGD only after every `pgd_every`-th epoch and the last.
-    pub fn run_after(
-        &self,
-        model: &Classifier,
-        epoch: usize,
-        epochs: usize,
-    ) -> crate::Result<(f64, Option<f64>)> {
+    /// (clean accuracy, PGD accuracy) of `model` in eval mode after `epoch`:
+    /// PGD only after every `pgd_every`-th epoch. A function of the epoch
+    /// alone, not of the last one: `--resume` may raise `optim.epochs`, and
+    /// the resumed log must equal an uninterrupted run's.
+    pub fn run_after(&self, model: &Classifier, epoch: usize) -> crate::Result<(f64, Option<f64>)> {
         let clean = accuracy(|x| model.logits_t(x, false), &self.split, 500)?;
-        let due = epoch == epochs || epoch % self.pgd_every.max(1) == 0;
+        let due = epoch % self.pgd_every.max(1) == 0;
         let pgd = match &self.pgd {
             Some(_) if !due => None,
             None => None,

@@ -271,8 +271,7 @@ impl Prepared {
             let terms = trainer.epoch(epoch, &self.train, &mut |done, _, loss| {
                 events(Event::Batch { done, loss })
             })?;
-            let (clean_accuracy, pgd_accuracy) =
-                self.eval.run_after(&self.model, epoch, cfg.epochs)?;
+            let (clean_accuracy, pgd_accuracy) = self.eval.run_after(&self.model, epoch)?;
             logs.push(EpochLog {
                 epoch,
                 lr: cfg.lr_at(epoch),
@@ -320,7 +319,7 @@ impl Prepared {
             "pgd_accuracy".into(),
             match &self.spec.eval.pgd {
                 Some(p) => format!(
-                    "PGD-L∞ eps {} {} steps of {} on {} evaluation samples drawn with the seed, after every {} epoch(s) and the last (NaN: not run)",
+                    "PGD-L∞ eps {} {} steps of {} on {} evaluation samples drawn with the seed, after every {} epoch(s) (NaN: not run)",
                     p.eps, p.steps, p.step_size, p.limit, p.every
                 ),
                 None => "not run (no eval.pgd in the config): NaN".into(),

@@ -106,7 +106,8 @@ pub struct AugmentSpec {
 }
 
 /// The PGD-L∞ run on a fixed evaluation subset after every `every`-th
-/// epoch and after the last one.
+/// epoch (a function of the epoch alone, so that a resumed run that raised
+/// `optim.epochs` logs what an uninterrupted one does).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalPgdSpec {
@@ -115,7 +116,7 @@ pub struct EvalPgdSpec {
     pub step_size: f64,
     /// How many evaluation samples PGD runs on.
     pub limit: usize,
-    /// Run it after every `every`-th epoch (and always after the last):
+    /// Run it after every `every`-th epoch:
     /// the per-epoch figure only watches training, and on a short CPU
     /// schedule PGD-40 on the evaluation subset costs up to half an epoch.
     #[serde(default = "every_epoch")]
