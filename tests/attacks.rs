@@ -582,3 +582,212 @@ fn fab_t_finds_the_nearest_point_of_a_linear_boundary() {
         "{found} vs {exact}"
     );
 }
+
+/// Records the batch size of every call, so a test can see which points an
+/// attack still differentiates.
+struct Counting<'a, M> {
+    inner: &'a M,
+    sizes: std::cell::RefCell<Vec<usize>>,
+}
+
+impl<'a, M: Logits> Counting<'a, M> {
+    fn new(inner: &'a M) -> Self {
+        Self {
+            inner,
+            sizes: Default::default(),
+        }
+    }
+}
+
+impl<M: Logits> Logits for Counting<'_, M> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.sizes.borrow_mut().push(x.dim(0)?);
+        self.inner.logits(x)
+    }
+}
+
+fn pixels(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// A point whose cross-entropy gradient is exactly zero (a saturated
+/// softmax, as on MAT's models) takes zero PGD steps, so PGD stops
+/// differentiating it: it keeps its point bit for bit, the later steps run
+/// on the other points only, and every point's result is the one it gets
+/// when attacked alone.
+#[test]
+fn pgd_stops_differentiating_points_whose_gradient_is_zero() {
+    let (ds, _c) = mnist_10k();
+    let head = random_center_head();
+    // Margins times 1000: past ~104 the softmax is exactly one-hot in f32.
+    let saturated = |x: &Tensor| head.logits(x)? * 1000.0;
+    let test = ds.test.subset(Some(16), Some(0)).unwrap();
+    let own = saturated(&test.images)
+        .unwrap()
+        .argmax(D::Minus1)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap();
+    // Odd points are labelled with a wrong class: their gradient is not zero.
+    let labels: Vec<u32> = own
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if i % 2 == 1 { (c + 1) % 10 } else { c })
+        .collect();
+    let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let g = input_gradient(&saturated, &test.images, &y).unwrap();
+    let dead: Vec<bool> = mat_core::attacks::norms(&g, Norm::Linf)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|s| *s == 0.0)
+        .collect();
+    let n_dead = dead.iter().filter(|d| **d).count();
+    assert!(
+        (2..=8).contains(&n_dead),
+        "{n_dead} of 16 points have a zero gradient; the test needs some of each"
+    );
+    let pgd = Pgd {
+        random_start: false,
+        ..Pgd::linf(10, 0.03)
+    };
+    let counting = Counting::new(&saturated);
+    let problem = mat_core::attacks::Problem {
+        model: &counting,
+        x: &test.images,
+        y: &y,
+        eps: 0.3,
+    };
+    let adv = pgd.propose(&problem, &mut SeededRng::new(0)).unwrap();
+    let sizes = counting.sizes.borrow().clone();
+    assert_eq!(sizes[0], 16);
+    assert!(
+        sizes[1..].iter().all(|&s| s <= 16 - n_dead),
+        "batch sizes {sizes:?} with {n_dead} frozen points"
+    );
+    for (i, &dead) in dead.iter().enumerate() {
+        let one = |t: &Tensor| t.narrow(0, i, 1).unwrap();
+        let p = mat_core::attacks::Problem {
+            model: &saturated,
+            x: &one(&test.images),
+            y: &one(&y),
+            eps: 0.3,
+        };
+        let alone = pgd.propose(&p, &mut SeededRng::new(0)).unwrap();
+        assert!(pixels(&alone) == pixels(&one(&adv)), "point {i}");
+        if dead {
+            assert!(pixels(&alone) == pixels(&one(&test.images)), "point {i}");
+        }
+    }
+}
+
+/// PGD's restarts run on the points no earlier run fooled, from their rows
+/// of a start drawn for the whole batch: the result is, per point, the
+/// first of the single runs (same seed, in turn) that fools it, else the
+/// last run's point.
+#[test]
+fn pgd_restarts_equal_single_runs_in_turn() {
+    let (ds, _c) = mnist_10k();
+    let head = random_center_head();
+    let test = ds.test.subset(Some(32), Some(0)).unwrap();
+    // Labelled with the network's own predictions: all start correct.
+    let own = head
+        .logits(&test.images)
+        .unwrap()
+        .argmax(D::Minus1)
+        .unwrap();
+    let (x, y) = (&test.images, &own);
+    let restarts = 3;
+    let eps = 0.02;
+    let multi = Pgd {
+        restarts,
+        ..Pgd::linf(5, 0.005)
+    };
+    let counting = Counting::new(&head);
+    let problem = mat_core::attacks::Problem {
+        model: &counting,
+        x,
+        y,
+        eps,
+    };
+    let adv = multi.propose(&problem, &mut SeededRng::new(4)).unwrap();
+    let mut rng = SeededRng::new(4);
+    let runs: Vec<Tensor> = (0..restarts)
+        .map(|_| {
+            let p = mat_core::attacks::Problem {
+                model: &head,
+                ..problem
+            };
+            Pgd::linf(5, 0.005).propose(&p, &mut rng).unwrap()
+        })
+        .collect();
+    let labels = y.to_vec1::<u32>().unwrap();
+    let fooled: Vec<Vec<bool>> = runs
+        .iter()
+        .map(|r| {
+            let pred = head.logits(r).unwrap().argmax(D::Minus1).unwrap();
+            let pred = pred.to_vec1::<u32>().unwrap();
+            pred.iter().zip(&labels).map(|(p, l)| p != l).collect()
+        })
+        .collect();
+    let mut first_run_fooled = 0;
+    for i in 0..32 {
+        let r = fooled.iter().position(|f| f[i]).unwrap_or(restarts - 1);
+        first_run_fooled += usize::from(fooled[0][i]);
+        let row = |t: &Tensor| pixels(&t.narrow(0, i, 1).unwrap());
+        assert!(row(&adv) == row(&runs[r]), "point {i}");
+    }
+    assert!(
+        (1..32).contains(&first_run_fooled),
+        "the first run fooled {first_run_fooled} of 32; the test needs some of each"
+    );
+    // The restarts differentiated the points the first run left alone.
+    let sizes = counting.sizes.borrow();
+    assert!(
+        sizes.iter().any(|&s| s == 32 - first_run_fooled),
+        "{sizes:?}"
+    );
+}
+
+/// APGD keeps each point's first misclassified iterate, so once a point is
+/// fooled its later iterates do not matter and it is no longer probed.
+#[test]
+fn apgd_stops_probing_fooled_points() {
+    let (ds, _c) = mnist_10k();
+    let head = random_center_head();
+    let test = ds.test.subset(Some(16), Some(0)).unwrap();
+    let own = head
+        .logits(&test.images)
+        .unwrap()
+        .argmax(D::Minus1)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap();
+    // Half the points are labelled with a wrong class: fooled from the start
+    // at a tiny eps.
+    let labels: Vec<u32> = own
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if i < 8 { (c + 1) % 10 } else { c })
+        .collect();
+    let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let counting = Counting::new(&head);
+    let apgd = Apgd::new(Norm::Linf, ApgdLoss::Ce, 10);
+    let out = run_attack(
+        &apgd,
+        &counting,
+        &test.images,
+        &y,
+        1e-4,
+        &mut SeededRng::new(0),
+    )
+    .unwrap();
+    assert!(out.success[..8].iter().all(|&s| s));
+    let sizes = counting.sizes.borrow();
+    // The start is probed whole, every later step without the fooled half
+    // (the runner's own calls come last).
+    assert_eq!(sizes[0], 16, "{sizes:?}");
+    let steps = &sizes[1..11];
+    assert!(steps.iter().all(|&s| s <= 8), "{sizes:?}");
+}

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::pgd::{normalize, random_start};
 use super::spec::{at_least_one, bad, AttackSpec, Budget, Registration};
 use super::{
-    gradient_at, misclassified, per_sample, project, where_samples, Attack, Logits, Norm, Problem,
+    gradient_at, misclassified, per_sample, project, put_samples, where_samples, Attack, Logits,
+    Norm, Problem,
 };
 use crate::rng::SeededRng;
 
@@ -271,7 +272,40 @@ impl Apgd {
                 eps,
                 self.norm,
             )?;
-            let p = self.probe(model, &adv, y, t)?;
+            // A sample's result is fixed once it is fooled (its first
+            // misclassified iterate), so only the others are probed.
+            let still: Vec<u32> = fooled
+                .to_vec1::<u8>()?
+                .iter()
+                .enumerate()
+                .filter(|(_, &f)| f == 0)
+                .map(|(i, _)| i as u32)
+                .collect();
+            if still.is_empty() {
+                break;
+            }
+            let p = if still.len() == n {
+                self.probe(model, &adv, y, t)?
+            } else {
+                let idx = Tensor::new(still.as_slice(), dev)?;
+                let pick = |v: &Tensor| v.index_select(&idx, 0);
+                let sub = self.probe(
+                    model,
+                    &pick(&adv)?,
+                    &pick(y)?,
+                    t.map(pick).transpose()?.as_ref(),
+                )?;
+                // The fooled keep their last loss, no gradient, and their flag.
+                let mut loss = history[history.len() - 1].clone();
+                for (&i, &l) in still.iter().zip(&sub.loss) {
+                    loss[i as usize] = l;
+                }
+                Probe {
+                    loss,
+                    grad: put_samples(&adv.zeros_like()?, &still, &sub.grad)?,
+                    fooled: put_samples(&fooled, &still, &sub.fooled)?,
+                }
+            };
             grad = p.grad;
             // Keep each sample's first misclassified iterate.
             let newly = p.fooled.gt(&fooled)?;
@@ -350,16 +384,7 @@ pub(crate) fn on_robust(
     // Only the points that fool the model replace the current ones.
     let now = best.index_select(&idx, 0)?;
     let merged = where_samples(&misclassified(model, &proposal, &ys)?, &proposal, &now)?;
-    // Scattered onto zeros (exact, unlike best + (merged - now) in floating
-    // point), then chosen per sample.
-    let placed = best.zeros_like()?.index_add(&idx, &merged, 0)?;
-    let n = best.dim(0)?;
-    let mask = Tensor::zeros(n, DType::U8, best.device())?.index_add(
-        &idx,
-        &Tensor::ones(robust.len(), DType::U8, best.device())?,
-        0,
-    )?;
-    Ok(where_samples(&mask, &placed, best)?)
+    Ok(put_samples(best, &robust, &merged)?)
 }
 
 impl Attack for Apgd {

@@ -126,6 +126,21 @@ pub(crate) fn where_samples(mask: &Tensor, a: &Tensor, b: &Tensor) -> candle_cor
         .where_cond(a, b)
 }
 
+/// `into` `[N, ...]` with its samples at `idx` `[M]` (u32) replaced by
+/// `rows` `[M, ...]`: a bitwise copy, gathered from both.
+pub(crate) fn put_samples(
+    into: &Tensor,
+    idx: &[u32],
+    rows: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let n = into.dim(0)?;
+    let mut src: Vec<u32> = (0..n as u32).collect();
+    for (j, &i) in idx.iter().enumerate() {
+        src[i as usize] = (n + j) as u32;
+    }
+    Tensor::cat(&[into, rows], 0)?.index_select(&Tensor::new(src.as_slice(), into.device())?, 0)
+}
+
 /// The per-sample flag `[N]` (u8): the model misclassifies `x`.
 pub(crate) fn misclassified(
     model: &dyn Logits,

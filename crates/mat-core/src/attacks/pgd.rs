@@ -8,6 +8,11 @@
 //! Distance: `norm`. Arguments: steps, step size (absolute), random start,
 //! restarts (each from a new random start; a sample keeps the first restart
 //! that misclassifies it), target.
+//!
+//! Only the work that can change a result is done: a restart runs on the
+//! samples no earlier run fooled, and a sample whose gradient is exactly
+//! zero (a saturated softmax) stops being differentiated, since its zero
+//! step leaves it where it is. Results are those of the full computation.
 
 use candle_core::{DType, Tensor, D};
 
@@ -209,6 +214,71 @@ impl Ascent {
         }
         Ok(adv)
     }
+
+    /// [`Ascent::run`] for an attack's gain, a sum of independent
+    /// per-sample terms: `gain(v, idx)` gets the points still moving and,
+    /// once some have stopped, their indices into the batch (to pick their
+    /// labels; `None`: every sample). A sample whose gradient is exactly
+    /// zero takes a zero step (sign(0) = 0 in L∞, and L2 normalises 0 to
+    /// 0), so its point, and with it its gradient, stays as it is for every
+    /// later step: it leaves the batch, and later steps differentiate only
+    /// the samples still moving. On a saturated model (MAT's: the audit's
+    /// `zero_gradient_ce`) that is most of them from the first step on.
+    pub fn run_per_sample(
+        &self,
+        x: &Tensor,
+        start: Tensor,
+        mut gain: impl FnMut(&Tensor, Option<&Tensor>) -> candle_core::Result<Tensor>,
+    ) -> crate::Result<Tensor> {
+        let mut adv = start;
+        // None: every sample still moves.
+        let mut moving: Option<Vec<u32>> = None;
+        for _ in 0..self.steps {
+            let (xs, vs, idx) = match &moving {
+                None => (x.clone(), adv.clone(), None),
+                Some(m) if m.is_empty() => break,
+                Some(m) => {
+                    let idx = Tensor::new(m.as_slice(), x.device())?;
+                    (
+                        x.index_select(&idx, 0)?,
+                        adv.index_select(&idx, 0)?,
+                        Some(idx),
+                    )
+                }
+            };
+            let (g, ()) = gradient_at(&vs, |v| Ok((gain(v, idx.as_ref())?, ())))?;
+            let moved = (&vs + (normalize(&g, self.norm)? * self.step_size)?)?;
+            let stepped = project(&xs, &moved, self.eps, self.norm)?;
+            let live: Vec<u8> = norms(&g, Norm::Linf)?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|s| u8::from(*s != 0.0))
+                .collect();
+            // A zero step keeps the point bit for bit (re-projecting it
+            // could round it).
+            let stepped = where_samples(
+                &Tensor::from_vec(live.clone(), live.len(), x.device())?,
+                &stepped,
+                &vs,
+            )?;
+            let all: Vec<u32> = match moving.take() {
+                None => (0..live.len() as u32).collect(),
+                Some(m) => m,
+            };
+            adv = match idx {
+                None => stepped,
+                Some(_) => super::put_samples(&adv, &all, &stepped)?,
+            };
+            let kept: Vec<u32> = all
+                .iter()
+                .zip(&live)
+                .filter(|(_, &l)| l == 1)
+                .map(|(&i, _)| i)
+                .collect();
+            moving = (kept.len() < x.dim(0)?).then_some(kept);
+        }
+        Ok(adv)
+    }
 }
 
 impl Attack for Pgd {
@@ -231,12 +301,31 @@ impl Attack for Pgd {
     fn propose(&self, p: &Problem, rng: &mut SeededRng) -> crate::Result<Tensor> {
         let Problem { model, x, y, eps } = *p;
         let target = self.targets(model, x, y, rng)?;
-        let mut best = self.one_run(model, x, y, target.as_ref(), eps, rng)?;
+        let start = self.start(x, eps, rng)?;
+        let mut best = self.one_run(model, x, y, target.as_ref(), eps, start)?;
         for _ in 1..self.restarts {
-            // Samples already misclassified keep their point.
-            let fooled = misclassified(model, &best, y)?;
-            let run = self.one_run(model, x, y, target.as_ref(), eps, rng)?;
-            best = where_samples(&fooled, &best, &run)?;
+            // Samples already misclassified keep their point; the others
+            // take the new run's. Only they run, from their rows of a start
+            // drawn for the whole batch (the same draws as if all ran).
+            let start = self.start(x, eps, rng)?;
+            let fooled = misclassified(model, &best, y)?.to_vec1::<u8>()?;
+            let robust: Vec<u32> = (0..fooled.len() as u32)
+                .filter(|&i| fooled[i as usize] == 0)
+                .collect();
+            if robust.is_empty() {
+                continue;
+            }
+            let idx = Tensor::new(robust.as_slice(), x.device())?;
+            let pick = |t: &Tensor| t.index_select(&idx, 0);
+            let run = self.one_run(
+                model,
+                &pick(x)?,
+                &pick(y)?,
+                target.as_ref().map(pick).transpose()?.as_ref(),
+                eps,
+                pick(&start)?,
+            )?;
+            best = super::put_samples(&best, &robust, &run)?;
         }
         Ok(best)
     }
@@ -261,20 +350,9 @@ impl Pgd {
         })
     }
 
-    fn one_run(
-        &self,
-        model: &dyn Logits,
-        x: &Tensor,
-        y: &Tensor,
-        target: Option<&Tensor>,
-        eps: f64,
-        rng: &mut SeededRng,
-    ) -> crate::Result<Tensor> {
-        let step = match self.step {
-            Step::Eps => eps,
-            Step::Absolute(s) => s,
-        };
-        let start = if self.random_start {
+    /// A run's first point: uniform in the ball, or the clean point.
+    fn start(&self, x: &Tensor, eps: f64, rng: &mut SeededRng) -> crate::Result<Tensor> {
+        Ok(if self.random_start {
             project(
                 x,
                 &(x + random_start(x, eps, self.norm, rng)?)?,
@@ -283,6 +361,21 @@ impl Pgd {
             )?
         } else {
             x.clone()
+        })
+    }
+
+    fn one_run(
+        &self,
+        model: &dyn Logits,
+        x: &Tensor,
+        y: &Tensor,
+        target: Option<&Tensor>,
+        eps: f64,
+        start: Tensor,
+    ) -> crate::Result<Tensor> {
+        let step = match self.step {
+            Step::Eps => eps,
+            Step::Absolute(s) => s,
         };
         let ascent = Ascent {
             norm: self.norm,
@@ -290,10 +383,16 @@ impl Pgd {
             steps: self.steps,
             step_size: step,
         };
-        ascent.run(x, start, |v| match target {
-            None => cross_entropy_sum(&model.logits(v)?, y),
-            // Targeted: descend the target's cross-entropy.
-            Some(t) => cross_entropy_sum(&model.logits(v)?, t)?.neg(),
+        ascent.run_per_sample(x, start, |v, idx| {
+            let pick = |t: &Tensor| match idx {
+                Some(i) => t.index_select(i, 0),
+                None => Ok(t.clone()),
+            };
+            match target {
+                None => cross_entropy_sum(&model.logits(v)?, &pick(y)?),
+                // Targeted: descend the target's cross-entropy.
+                Some(t) => cross_entropy_sum(&model.logits(v)?, &pick(t)?)?.neg(),
+            }
         })
     }
 }
