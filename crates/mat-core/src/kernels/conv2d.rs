@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, Mat};
 use super::relu::mask_by_output;
-use super::{f32_slice, par_buffer, zeroed};
+use super::{f32_slice, par_buffer, vectorized, zeroed};
 
 /// Stride and symmetric zero padding; dilation 1, one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl Geom {
 /// Visits every (column-matrix row segment, input row segment) pair of one
 /// image: `f(col_start, in_start, len)` for the valid part of each output
 /// row; rows and columns that fall into the padding are skipped (zero).
-#[inline]
+#[inline(always)]
 fn for_each_segment(g: &Geom, mut f: impl FnMut(usize, usize, usize)) {
     let p = g.p();
     for c in 0..g.c {
@@ -148,48 +148,71 @@ fn for_each_segment(g: &Geom, mut f: impl FnMut(usize, usize, usize)) {
 /// dispatch cost more than the copy at these lengths.
 #[inline(always)]
 fn row_segment<const ADD: bool>(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        for (d, s) in d.iter_mut().zip(s) {
-            *d = if ADD { *d + s } else { *s };
-        }
+    let src = &src[..dst.len()];
+    // Blocks of 8 read whole into locals before the write: element by
+    // element, the compiler could not rule out that `dst` overlaps `src`
+    // (inlined, they lose their `&mut`/`&` distinction) and copied one
+    // float at a time.
+    let mut d8 = dst.chunks_exact_mut(8);
+    let mut s8 = src.chunks_exact(8);
+    for (d, s) in (&mut d8).zip(&mut s8) {
+        let v: [f32; 8] = s.try_into().expect("a block of 8");
+        let d: &mut [f32; 8] = d.try_into().expect("a block of 8");
+        *d = if ADD {
+            let mut a: [f32; 8] = *d;
+            for j in 0..8 {
+                a[j] += v[j];
+            }
+            a
+        } else {
+            v
+        };
     }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+    for (d, s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
         *d = if ADD { *d + s } else { *s };
     }
 }
 
 /// Fills `cols` (`[K, P]`) from one image `x` (`[C, H, W]`).
+#[inline(always)]
 fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
     // Without padding every entry is written below; with it the holes must be 0.
     if g.pad > 0 {
         cols.fill(0.0);
     }
     let s = g.stride;
-    for_each_segment(g, |dst, src, len| {
-        if s == 1 {
-            row_segment::<false>(&mut cols[dst..dst + len], &x[src..src + len]);
-        } else {
-            for (i, d) in cols[dst..dst + len].iter_mut().enumerate() {
-                *d = x[src + i * s];
+    for_each_segment(
+        g,
+        #[inline(always)]
+        |dst, src, len| {
+            if s == 1 {
+                row_segment::<false>(&mut cols[dst..dst + len], &x[src..src + len]);
+            } else {
+                for (i, d) in cols[dst..dst + len].iter_mut().enumerate() {
+                    *d = x[src + i * s];
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Adds `cols` (`[K, P]`) back into one image's gradient `dx` (`[C, H, W]`).
+#[inline(always)]
 fn col2im(g: &Geom, cols: &[f32], dx: &mut [f32]) {
     let s = g.stride;
-    for_each_segment(g, |src, dst, len| {
-        if s == 1 {
-            row_segment::<true>(&mut dx[dst..dst + len], &cols[src..src + len]);
-        } else {
-            for (i, v) in cols[src..src + len].iter().enumerate() {
-                dx[dst + i * s] += v;
+    for_each_segment(
+        g,
+        #[inline(always)]
+        |src, dst, len| {
+            if s == 1 {
+                row_segment::<true>(&mut dx[dst..dst + len], &cols[src..src + len]);
+            } else {
+                for (i, v) in cols[src..src + len].iter().enumerate() {
+                    dx[dst + i * s] += v;
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 thread_local! {
@@ -216,6 +239,7 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// Sum in 16 independent lanes: `iter().sum()` must keep the sequential
 /// order of float additions and so cannot vectorise.
+#[inline(always)]
 fn lane_sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let mut chunks = v.chunks_exact(16);
@@ -269,17 +293,22 @@ impl CustomOp3 for Conv2dOp {
         let y = par_buffer(g.n * g.out_len(), g.out_len() * per, |t, ys| {
             let xs = &x[t * per * g.in_len()..];
             with_cols(k * p, |cols| {
-                for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
-                    // Start from the bias and accumulate the product onto it.
-                    for (row, &bo) in y_n.chunks_mut(p).zip(b) {
-                        row.fill(bo);
-                    }
-                    im2col(&g, x_n, cols);
-                    sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(cols, p), y_n, true);
-                    if self.relu {
-                        y_n.iter_mut().for_each(|v| *v = v.max(0.0));
-                    }
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
+                            // Start from the bias and accumulate the product onto it.
+                            for (row, &bo) in y_n.chunks_mut(p).zip(b) {
+                                row.fill(bo);
+                            }
+                            im2col(&g, x_n, cols);
+                            sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(cols, p), y_n, true);
+                            if self.relu {
+                                y_n.iter_mut().for_each(|v| *v = v.max(0.0));
+                            }
+                        }
+                    },
+                )
             })
         });
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))))
@@ -398,51 +427,60 @@ impl CustomOp3 for Conv2dBwd {
             .map(|(t, dx_chunk)| {
                 let mut dx_chunk = dx_chunk.map(zeroed);
                 with_cols(k * p + ol, |buf| {
-                    let (cols, masked) = buf.split_at_mut(k * p);
-                    let mut dw_acc = vec![0f32; nw];
-                    let mut db_acc = vec![0f32; nb];
-                    let first = t * per;
-                    for i in first..(first + per).min(g.n) {
-                        let dy_i = &dy[i * ol..(i + 1) * ol];
-                        let dy_i: &[f32] = match mask {
-                            Some(m) => {
-                                mask_by_output(&m[i * ol..(i + 1) * ol], dy_i, masked);
-                                masked
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            let (cols, masked) = buf.split_at_mut(k * p);
+                            let mut dw_acc = vec![0f32; nw];
+                            let mut db_acc = vec![0f32; nb];
+                            let first = t * per;
+                            for i in first..(first + per).min(g.n) {
+                                let dy_i = &dy[i * ol..(i + 1) * ol];
+                                let dy_i: &[f32] = match mask {
+                                    Some(m) => {
+                                        mask_by_output(&m[i * ol..(i + 1) * ol], dy_i, masked);
+                                        masked
+                                    }
+                                    None => dy_i,
+                                };
+                                for (acc, row) in db_acc.iter_mut().zip(dy_i.chunks(p)) {
+                                    *acc += lane_sum(row);
+                                }
+                                if self.want_dw {
+                                    // dWᵀ += cols · dY_iᵀ: with the long P axis contiguous in both
+                                    // operands this runs ~1.7x faster than dW += dY_i · colsᵀ.
+                                    im2col(&g, &x[i * g.in_len()..(i + 1) * g.in_len()], cols);
+                                    sgemm(
+                                        k,
+                                        g.oc,
+                                        p,
+                                        Mat::rows(cols, p),
+                                        Mat::transposed(dy_i, p),
+                                        &mut dw_acc,
+                                        true,
+                                    );
+                                }
+                                if let Some(dxc) = dx_chunk.as_deref_mut() {
+                                    sgemm(
+                                        k,
+                                        p,
+                                        g.oc,
+                                        Mat::transposed(w, k),
+                                        Mat::rows(dy_i, p),
+                                        cols,
+                                        false,
+                                    );
+                                    let j = i - first;
+                                    col2im(
+                                        &g,
+                                        cols,
+                                        &mut dxc[j * g.in_len()..(j + 1) * g.in_len()],
+                                    );
+                                }
                             }
-                            None => dy_i,
-                        };
-                        for (acc, row) in db_acc.iter_mut().zip(dy_i.chunks(p)) {
-                            *acc += lane_sum(row);
-                        }
-                        if self.want_dw {
-                            // dWᵀ += cols · dY_iᵀ: with the long P axis contiguous in both
-                            // operands this runs ~1.7x faster than dW += dY_i · colsᵀ.
-                            im2col(&g, &x[i * g.in_len()..(i + 1) * g.in_len()], cols);
-                            sgemm(
-                                k,
-                                g.oc,
-                                p,
-                                Mat::rows(cols, p),
-                                Mat::transposed(dy_i, p),
-                                &mut dw_acc,
-                                true,
-                            );
-                        }
-                        if let Some(dxc) = dx_chunk.as_deref_mut() {
-                            sgemm(
-                                k,
-                                p,
-                                g.oc,
-                                Mat::transposed(w, k),
-                                Mat::rows(dy_i, p),
-                                cols,
-                                false,
-                            );
-                            let j = i - first;
-                            col2im(&g, cols, &mut dxc[j * g.in_len()..(j + 1) * g.in_len()]);
-                        }
-                    }
-                    (dw_acc, db_acc)
+                            (dw_acc, db_acc)
+                        },
+                    )
                 })
             })
             .collect();

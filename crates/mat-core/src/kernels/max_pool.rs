@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
-use super::{f32_slice, par_buffer};
+use super::{f32_slice, par_buffer, vectorized};
 
 #[derive(Clone, Copy)]
 struct Pool {
@@ -67,9 +67,28 @@ fn first_max4(a: f32, b: f32, c: f32, d: f32) -> (f32, u32) {
 }
 
 /// Forward of one output row for 2x2 windows (the network's only size).
+/// Blocks of 8 outputs work on local arrays, so that they vectorise (the
+/// compiler cannot rule out that `y` overlaps the inputs otherwise).
 #[inline(always)]
 fn pool2_row(top: &[f32], bottom: &[f32], y: &mut [f32]) {
-    for ((y, t), b) in y
+    let blocks = y.len() / 8;
+    let (y8, y_rest) = y.split_at_mut(8 * blocks);
+    let (t16, b16) = (
+        top[..16 * blocks].chunks_exact(16),
+        bottom[..16 * blocks].chunks_exact(16),
+    );
+    for ((y, t), b) in y8.chunks_exact_mut(8).zip(t16).zip(b16) {
+        let t: [f32; 16] = t.try_into().expect("a block of 16");
+        let b: [f32; 16] = b.try_into().expect("a block of 16");
+        let y: &mut [f32; 8] = y.try_into().expect("a block of 8");
+        let mut out = [0f32; 8];
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = first_max4(t[2 * j], t[2 * j + 1], b[2 * j], b[2 * j + 1]).0;
+        }
+        *y = out;
+    }
+    let (top, bottom) = (&top[16 * blocks..], &bottom[16 * blocks..]);
+    for ((y, t), b) in y_rest
         .iter_mut()
         .zip(top.chunks_exact(2))
         .zip(bottom.chunks_exact(2))
@@ -82,6 +101,37 @@ fn pool2_row(top: &[f32], bottom: &[f32], y: &mut [f32]) {
 /// each input gets its window's gradient or 0, written, never accumulated.
 #[inline(always)]
 fn pool2_row_bwd(top: &[f32], bottom: &[f32], dy: &[f32], dtop: &mut [f32], dbottom: &mut [f32]) {
+    // Blocks of 8 windows on local arrays, as in the forward.
+    let blocks = dy.len() / 8;
+    let t16 = top[..16 * blocks].chunks_exact(16);
+    let b16 = bottom[..16 * blocks].chunks_exact(16);
+    let g8 = dy[..8 * blocks].chunks_exact(8);
+    let dt16 = dtop[..16 * blocks].chunks_exact_mut(16);
+    let db16 = dbottom[..16 * blocks].chunks_exact_mut(16);
+    for ((((t, b), g), dt), db) in t16.zip(b16).zip(g8).zip(dt16).zip(db16) {
+        let t: [f32; 16] = t.try_into().expect("a block of 16");
+        let b: [f32; 16] = b.try_into().expect("a block of 16");
+        let g: [f32; 8] = g.try_into().expect("a block of 8");
+        let dt: &mut [f32; 16] = dt.try_into().expect("a block of 16");
+        let db: &mut [f32; 16] = db.try_into().expect("a block of 16");
+        let (mut ot, mut ob) = ([0f32; 16], [0f32; 16]);
+        for j in 0..8 {
+            let w = first_max4(t[2 * j], t[2 * j + 1], b[2 * j], b[2 * j + 1]).1;
+            let pick = |i| if w == i { g[j] } else { 0.0 };
+            ot[2 * j] = pick(0);
+            ot[2 * j + 1] = pick(1);
+            ob[2 * j] = pick(2);
+            ob[2 * j + 1] = pick(3);
+        }
+        *dt = ot;
+        *db = ob;
+    }
+    let (top, bottom, dy) = (
+        &top[16 * blocks..],
+        &bottom[16 * blocks..],
+        &dy[8 * blocks..],
+    );
+    let (dtop, dbottom) = (&mut dtop[16 * blocks..], &mut dbottom[16 * blocks..]);
     let windows = top
         .chunks_exact(2)
         .zip(bottom.chunks_exact(2))
@@ -96,6 +146,35 @@ fn pool2_row_bwd(top: &[f32], bottom: &[f32], dy: &[f32], dtop: &mut [f32], dbot
     }
 }
 
+/// Planes per rayon task: a SmallCNN plane is 144 to 576 floats, far too
+/// little work for a task of its own (rayon's scheduling showed in the
+/// profile); about 16K input floats per task, and at least two tasks per
+/// thread.
+fn planes_per_task(planes: usize, plane_len: usize) -> usize {
+    let by_size = (16_384 / plane_len.max(1)).max(1);
+    let by_threads = planes.div_ceil(rayon::current_num_threads() * 2).max(1);
+    by_size.min(by_threads)
+}
+
+impl Pool {
+    /// One plane's output `y` from its input `x`.
+    #[inline(always)]
+    fn forward_plane(&self, x: &[f32], y: &mut [f32], w: usize, oh: usize, ow: usize) {
+        if self.k == 2 {
+            for (oy, y_row) in y.chunks_exact_mut(ow).enumerate() {
+                let rows = &x[2 * oy * w..];
+                pool2_row(&rows[..2 * ow], &rows[w..w + 2 * ow], y_row);
+            }
+            return;
+        }
+        for oy in 0..oh {
+            for ox in 0..ow {
+                y[oy * ow + ox] = x[self.argmax(x, w, oy, ox)];
+            }
+        }
+    }
+}
+
 impl CustomOp1 for Pool {
     fn name(&self) -> &'static str {
         "mat-max-pool2d"
@@ -104,20 +183,17 @@ impl CustomOp1 for Pool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (planes, h, w, oh, ow) = self.dims(l)?;
         let x = f32_slice(s, l, "max_pool2d input")?;
-        let y = par_buffer(planes * oh * ow, oh * ow, |i, y| {
-            let x = &x[i * h * w..(i + 1) * h * w];
-            if self.k == 2 {
-                for (oy, y_row) in y.chunks_exact_mut(ow).enumerate() {
-                    let rows = &x[2 * oy * w..];
-                    pool2_row(&rows[..2 * ow], &rows[w..w + 2 * ow], y_row);
-                }
-                return;
-            }
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    y[oy * ow + ox] = x[self.argmax(x, w, oy, ox)];
-                }
-            }
+        let per = planes_per_task(planes, h * w);
+        let y = par_buffer(planes * oh * ow, per * oh * ow, |t, ys| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (j, y) in ys.chunks_mut(oh * ow).enumerate() {
+                        let i = t * per + j;
+                        self.forward_plane(&x[i * h * w..(i + 1) * h * w], y, w, oh, ow);
+                    }
+                },
+            )
         });
         let d = l.dims();
         Ok((CpuStorage::F32(y), Shape::from((d[0], d[1], oh, ow))))
@@ -156,31 +232,62 @@ impl CustomOp2 for PoolBwd {
                 planes * oh * ow
             )
         }
-        let dx = par_buffer(x.len(), h * w, |i, dx| {
-            let x = &x[i * h * w..(i + 1) * h * w];
-            let dy = &dy[i * oh * ow..(i + 1) * oh * ow];
-            if self.0.k == 2 {
-                // Rows and columns that floor mode drops keep their 0.
-                for (oy, dy_row) in dy.chunks_exact(ow).enumerate() {
-                    let rows = &x[2 * oy * w..];
-                    let (dtop, dbottom) = dx[2 * oy * w..].split_at_mut(w);
-                    pool2_row_bwd(
-                        &rows[..2 * ow],
-                        &rows[w..w + 2 * ow],
-                        dy_row,
-                        &mut dtop[..2 * ow],
-                        &mut dbottom[..2 * ow],
-                    );
-                }
-                return;
-            }
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    dx[self.0.argmax(x, w, oy, ox)] += dy[oy * ow + ox];
-                }
-            }
+        let per = planes_per_task(planes, h * w);
+        let dx = par_buffer(x.len(), per * h * w, |t, dxs| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (j, dx) in dxs.chunks_mut(h * w).enumerate() {
+                        let i = t * per + j;
+                        self.backward_plane(
+                            &x[i * h * w..(i + 1) * h * w],
+                            &dy[i * oh * ow..(i + 1) * oh * ow],
+                            dx,
+                            w,
+                            oh,
+                            ow,
+                        );
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+impl PoolBwd {
+    /// One plane's input gradient `dx` from its input `x` and output
+    /// gradient `dy`.
+    #[inline(always)]
+    fn backward_plane(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        w: usize,
+        oh: usize,
+        ow: usize,
+    ) {
+        if self.0.k == 2 {
+            // Rows and columns that floor mode drops keep their 0.
+            for (oy, dy_row) in dy.chunks_exact(ow).enumerate() {
+                let rows = &x[2 * oy * w..];
+                let (dtop, dbottom) = dx[2 * oy * w..].split_at_mut(w);
+                pool2_row_bwd(
+                    &rows[..2 * ow],
+                    &rows[w..w + 2 * ow],
+                    dy_row,
+                    &mut dtop[..2 * ow],
+                    &mut dbottom[..2 * ow],
+                );
+            }
+            return;
+        }
+        for oy in 0..oh {
+            for ox in 0..ow {
+                dx[self.0.argmax(x, w, oy, ox)] += dy[oy * ow + ox];
+            }
+        }
     }
 }
 

@@ -33,6 +33,21 @@ pub(crate) fn f32_slice<'a>(
     }
 }
 
+/// Runs `f` compiled for the widest vector extension this CPU has (AVX-512,
+/// else AVX2 with FMA, else the baseline), chosen at run time as the `gemm`
+/// crate chooses its microkernels. The kernels' loops are written to
+/// auto-vectorise, and the crate is built for baseline x86-64, where they
+/// ran four lanes wide. `f` and everything it calls that should benefit
+/// must be inlined: `#[inline(always)]` on the functions, and on `f`
+/// itself and on closures passed as arguments within it (a closure's body
+/// is a function of its own, compiled for the baseline unless inlined). Results do not depend on the choice: the loops
+/// never contract a multiply and an add into one rounding, and their sums
+/// keep their written order.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// A buffer of `len` floats filled in parallel: `fill(i, part)` gets the
 /// `i`-th part of `chunk` elements (the last may be shorter), zeroed.
 ///

@@ -3,7 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
-use super::{f32_slice, par_buffer};
+use super::{f32_slice, par_buffer, vectorized};
 
 /// Elements per rayon task: large enough to amortise the task.
 const CHUNK: usize = 1 << 16;
@@ -18,9 +18,14 @@ impl CustomOp1 for Relu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "relu input")?;
         let y = par_buffer(x.len(), CHUNK, |i, y| {
-            for (y, &x) in y.iter_mut().zip(&x[i * CHUNK..]) {
-                *y = x.max(0.0);
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (y, &x) in y.iter_mut().zip(&x[i * CHUNK..]) {
+                        *y = x.max(0.0);
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -52,14 +57,17 @@ impl CustomOp2 for ReluBwd {
             candle_core::bail!("relu backward: {} outputs, {} gradients", y.len(), dy.len())
         }
         let dx = par_buffer(y.len(), CHUNK, |i, dx| {
-            mask_by_output(&y[i * CHUNK..], &dy[i * CHUNK..], dx)
+            vectorized(
+                #[inline(always)]
+                || mask_by_output(&y[i * CHUNK..], &dy[i * CHUNK..], dx),
+            )
         });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
 
 /// `dx = dy · [y > 0]`, elementwise.
-#[inline]
+#[inline(always)]
 pub(crate) fn mask_by_output(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
         *dx = if y > 0.0 { dy } else { 0.0 };
