@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, par_buffer};
+use super::{f32_slice, par_buffer, vectorized};
 
 /// The batch's per-channel statistics, kept for the backward pass and for
 /// the running averages.
@@ -53,6 +53,7 @@ fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
 const LANES: usize = 16;
 
 /// `Σ f(v)` over `block`, in [`LANES`] partial sums.
+#[inline(always)]
 fn lane_sum(block: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
     let mut chunks = block.chunks_exact(LANES);
@@ -67,6 +68,7 @@ fn lane_sum(block: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 
 /// `(Σ dz, Σ dz · (x - mu))` over a block, where `dz = dy · [y > 0]` (or
 /// `dy` without a ReLU), in [`LANES`] partial sums.
+#[inline(always)]
 fn lane_sums_bwd(x: &[f32], y: &[f32], dy: &[f32], mu: f32, relu: bool) -> (f32, f32) {
     let term = |x: f32, y: f32, dy: f32| {
         let dz = if !relu || y > 0.0 { dy } else { 0.0 };
@@ -102,6 +104,8 @@ fn lane_sums_bwd(x: &[f32], y: &[f32], dy: &[f32], mu: f32, relu: bool) -> (f32,
 /// Per channel, channels in parallel: the sums of `f(ch, at)` over the
 /// channel's `N` blocks, where `at` is where a block of `H·W` values starts.
 /// `f` sums its block in f32; the blocks add up in f64.
+///
+/// Runs under [`vectorized`]: callers pass `f` with `#[inline(always)]`.
 fn per_channel<T: Send + Default + std::ops::AddAssign>(
     (n, c, hw): (usize, usize, usize),
     f: impl Fn(usize, usize) -> T + Sync,
@@ -109,11 +113,16 @@ fn per_channel<T: Send + Default + std::ops::AddAssign>(
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut sum = T::default();
-            for i in 0..n {
-                sum += f(ch, (i * c + ch) * hw);
-            }
-            sum
+            vectorized(
+                #[inline(always)]
+                || {
+                    let mut sum = T::default();
+                    for i in 0..n {
+                        sum += f(ch, (i * c + ch) * hw);
+                    }
+                    sum
+                },
+            )
         })
         .collect()
 }
@@ -152,10 +161,14 @@ impl CustomOp3 for BnTrain {
             .into_iter()
             .map(|s| s / m)
             .collect();
-        let var: Vec<f64> = per_channel((n, c, hw), |ch, at| {
-            let mu = mean[ch] as f32;
-            lane_sum(block(at), |v| (v - mu) * (v - mu)) as f64
-        })
+        let var: Vec<f64> = per_channel(
+            (n, c, hw),
+            #[inline(always)]
+            |ch, at| {
+                let mu = mean[ch] as f32;
+                lane_sum(block(at), |v| (v - mu) * (v - mu)) as f64
+            },
+        )
         .into_iter()
         .map(|s| s / m)
         .collect();
@@ -169,15 +182,20 @@ impl CustomOp3 for BnTrain {
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
         let relu = self.relu;
         let y = par_buffer(x.len(), c * hw, |i, y| {
-            for ch in 0..c {
-                let at = (i * c + ch) * hw;
-                let (s, t) = (scale[ch], shift[ch]);
-                let out = &mut y[ch * hw..(ch + 1) * hw];
-                for (o, &v) in out.iter_mut().zip(&x[at..at + hw]) {
-                    let z = v * s + t;
-                    *o = if relu { z.max(0.0) } else { z };
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ch in 0..c {
+                        let at = (i * c + ch) * hw;
+                        let (s, t) = (scale[ch], shift[ch]);
+                        let out = &mut y[ch * hw..(ch + 1) * hw];
+                        for (o, &v) in out.iter_mut().zip(&x[at..at + hw]) {
+                            let z = v * s + t;
+                            *o = if relu { z.max(0.0) } else { z };
+                        }
+                    }
+                },
+            )
         });
         let _ = self.stats.set(BatchStats {
             mean,
@@ -270,11 +288,15 @@ impl CustomOp3 for BnBwd {
         let relu = self.relu;
         // dz = dy where the ReLU passed (y > 0), everywhere without one.
         // One pass for both sums: Σ dz and Σ dz · xhat.
-        let sums: Vec<Pair> = per_channel((n, c, hw), |ch, at| {
-            let r = at..at + hw;
-            let (db, dg) = lane_sums_bwd(&x[r.clone()], &y[r.clone()], &dy[r], mean[ch], relu);
-            Pair(db as f64, (dg * invstd[ch]) as f64)
-        });
+        let sums: Vec<Pair> = per_channel(
+            (n, c, hw),
+            #[inline(always)]
+            |ch, at| {
+                let r = at..at + hw;
+                let (db, dg) = lane_sums_bwd(&x[r.clone()], &y[r.clone()], &dy[r], mean[ch], relu);
+                Pair(db as f64, (dg * invstd[ch]) as f64)
+            },
+        );
         let dbeta: Vec<f64> = sums.iter().map(|p| p.0).collect();
         let dgamma: Vec<f64> = sums.iter().map(|p| p.1).collect();
         let m = *count as f64;
@@ -286,18 +308,23 @@ impl CustomOp3 for BnBwd {
             .collect();
         let len = x.len();
         let mut out = par_buffer(len, c * hw, |i, dx| {
-            for ch in 0..c {
-                let at = (i * c + ch) * hw;
-                let (mu, k, a, b) = (mean[ch], k[ch], a[ch], bb[ch]);
-                let r = at..at + hw;
-                let out = dx[ch * hw..(ch + 1) * hw].iter_mut();
-                for (o, ((&x, &y), &dy)) in
-                    out.zip(x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]))
-                {
-                    let dz = if !relu || y > 0.0 { dy } else { 0.0 };
-                    *o = k * (dz - a - (x - mu) * b);
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ch in 0..c {
+                        let at = (i * c + ch) * hw;
+                        let (mu, k, a, b) = (mean[ch], k[ch], a[ch], bb[ch]);
+                        let r = at..at + hw;
+                        let out = dx[ch * hw..(ch + 1) * hw].iter_mut();
+                        for (o, ((&x, &y), &dy)) in
+                            out.zip(x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]))
+                        {
+                            let dz = if !relu || y > 0.0 { dy } else { 0.0 };
+                            *o = k * (dz - a - (x - mu) * b);
+                        }
+                    }
+                },
+            )
         });
         out.extend(dgamma.iter().map(|&v| v as f32));
         out.extend(dbeta.iter().map(|&v| v as f32));
