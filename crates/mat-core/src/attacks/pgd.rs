@@ -12,7 +12,9 @@
 //! Only the work that can change a result is done: a restart runs on the
 //! samples no earlier run fooled, and a sample whose gradient is exactly
 //! zero (a saturated softmax) stops being differentiated, since its zero
-//! step leaves it where it is. Results are those of the full computation.
+//! step leaves it where it is. Results are those of the full computation
+//! up to rounding: a smaller batch can take another path through the
+//! linear layers' matrix products.
 
 use candle_core::{DType, Tensor, D};
 
