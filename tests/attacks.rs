@@ -608,8 +608,8 @@ impl<M: Logits> Logits for Counting<'_, M> {
 
 /// A network that computes every image on its own, bit for bit: one
 /// convolution per image (`kernels::conv2d` runs image by image) and a sum
-/// per image and channel, no linear layer (the `gemm` crate's summation
-/// order there depends on the batch's size). A point's logits, and so an
+/// per image and channel, no linear layer (a product over fewer rows can
+/// take another path through the `gemm` crate). A point's logits, and so an
 /// attack's result on it, do not depend on the rest of its batch, and can
 /// be compared across batches exactly.
 fn per_image_net() -> impl Fn(&Tensor) -> candle_core::Result<Tensor> {
