@@ -623,6 +623,17 @@ fn per_image_net() -> impl Fn(&Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// Labels `[N]`: the network's own class `own[i]`, or the next class where
+/// `wrong(i)` (a point misclassified from the start).
+fn labels_wrong_where(own: &[u32], wrong: impl Fn(usize) -> bool) -> Tensor {
+    let labels: Vec<u32> = own
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if wrong(i) { (c + 1) % 10 } else { c })
+        .collect();
+    Tensor::new(labels.as_slice(), &Device::Cpu).unwrap()
+}
+
 fn pixels(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
@@ -646,12 +657,7 @@ fn pgd_stops_differentiating_points_whose_gradient_is_zero() {
         .to_vec1::<u32>()
         .unwrap();
     // Odd points are labelled with a wrong class: their gradient is not zero.
-    let labels: Vec<u32> = own
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| if i % 2 == 1 { (c + 1) % 10 } else { c })
-        .collect();
-    let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let y = labels_wrong_where(&own, |i| i % 2 == 1);
     let g = input_gradient(&saturated, &test.images, &y).unwrap();
     let dead: Vec<bool> = mat_core::attacks::norms(&g, Norm::Linf)
         .unwrap()
@@ -783,12 +789,7 @@ fn apgd_stops_probing_fooled_points() {
         .unwrap();
     // Half the points are labelled with a wrong class: fooled from the start
     // at a tiny eps.
-    let labels: Vec<u32> = own
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| if i < 8 { (c + 1) % 10 } else { c })
-        .collect();
-    let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let y = labels_wrong_where(&own, |i| i < 8);
     let counting = Counting::new(&head);
     let apgd = Apgd::new(Norm::Linf, ApgdLoss::Ce, 10);
     let out = run_attack(
