@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::pgd::{normalize, random_start};
 use super::spec::{at_least_one, bad, AttackSpec, Budget, Registration};
 use super::{
-    gradient_at, misclassified, per_sample, project, put_samples, where_samples, Attack, Logits,
-    Norm, Problem,
+    gradient_at, misclassified, per_sample, project, put_samples, still_robust, where_samples,
+    Attack, Logits, Norm, Problem,
 };
 use crate::rng::SeededRng;
 
@@ -371,14 +371,9 @@ pub(crate) fn on_robust(
     best: &Tensor,
     run: &mut dyn FnMut(&Tensor, &Tensor, &Tensor) -> crate::Result<Tensor>,
 ) -> crate::Result<Tensor> {
-    let fooled = misclassified(model, best, y)?.to_vec1::<u8>()?;
-    let robust: Vec<u32> = (0..fooled.len() as u32)
-        .filter(|&i| fooled[i as usize] == 0)
-        .collect();
-    if robust.is_empty() {
+    let Some((robust, idx)) = still_robust(model, best, y)? else {
         return Ok(best.clone());
-    }
-    let idx = Tensor::new(robust.as_slice(), x.device())?;
+    };
     let (xs, ys) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
     let proposal = run(&xs, &ys, &idx)?;
     // Only the points that fool the model replace the current ones.

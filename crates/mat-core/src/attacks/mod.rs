@@ -141,6 +141,24 @@ pub(crate) fn put_samples(
     Tensor::cat(&[into, rows], 0)?.index_select(&Tensor::new(src.as_slice(), into.device())?, 0)
 }
 
+/// The samples `adv` does not fool yet: their indices, as a list and as a
+/// tensor for `index_select`; `None` when every sample is fooled.
+pub(crate) fn still_robust(
+    model: &dyn Logits,
+    adv: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<Option<(Vec<u32>, Tensor)>> {
+    let fooled = misclassified(model, adv, y)?.to_vec1::<u8>()?;
+    let robust: Vec<u32> = (0..fooled.len() as u32)
+        .filter(|&i| fooled[i as usize] == 0)
+        .collect();
+    if robust.is_empty() {
+        return Ok(None);
+    }
+    let idx = Tensor::new(robust.as_slice(), adv.device())?;
+    Ok(Some((robust, idx)))
+}
+
 /// The per-sample flag `[N]` (u8): the model misclassifies `x`.
 pub(crate) fn misclassified(
     model: &dyn Logits,

@@ -20,8 +20,7 @@ use candle_core::{DType, Tensor, D};
 
 use super::spec::{no_check, AttackSpec, Budget, Registration, TargetSpec};
 use super::{
-    gradient_at, misclassified, norms, per_sample, project, where_samples, Attack, Logits, Norm,
-    Problem,
+    gradient_at, norms, per_sample, project, where_samples, Attack, Logits, Norm, Problem,
 };
 use crate::losses::cross_entropy_sum;
 use crate::rng::SeededRng;
@@ -310,14 +309,9 @@ impl Attack for Pgd {
             // take the new run's. Only they run, from their rows of a start
             // drawn for the whole batch (the same draws as if all ran).
             let start = self.start(x, eps, rng)?;
-            let fooled = misclassified(model, &best, y)?.to_vec1::<u8>()?;
-            let robust: Vec<u32> = (0..fooled.len() as u32)
-                .filter(|&i| fooled[i as usize] == 0)
-                .collect();
-            if robust.is_empty() {
+            let Some((robust, idx)) = super::still_robust(model, &best, y)? else {
                 continue;
-            }
-            let idx = Tensor::new(robust.as_slice(), x.device())?;
+            };
             let pick = |t: &Tensor| t.index_select(&idx, 0);
             let run = self.one_run(
                 model,
