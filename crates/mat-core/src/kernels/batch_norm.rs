@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, par_buffer, vectorized};
+use super::{f32_slice, lane_sum, par_buffer, vectorized, LANES};
 
 /// The batch's per-channel statistics, kept for the backward pass and for
 /// the running averages.
@@ -46,24 +46,6 @@ fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
         [n, c, h, w] => Ok((*n, *c, h * w)),
         d => candle_core::bail!("batch norm takes [N, C, H, W], got {d:?}"),
     }
-}
-
-/// Independent partial sums per block: a plain `f32` sum is sequential
-/// (IEEE order), so the compiler cannot vectorise it; 16 lanes can.
-const LANES: usize = 16;
-
-/// `Σ f(v)` over `block`, in [`LANES`] partial sums.
-#[inline(always)]
-fn lane_sum(block: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = block.chunks_exact(LANES);
-    for c in &mut chunks {
-        let c: &[f32; LANES] = c.try_into().expect("exact chunks");
-        for l in 0..LANES {
-            acc[l] += f(c[l]);
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
 }
 
 /// `(Σ dz, Σ dz · (x - mu))` over a block, where `dz = dy · [y > 0]` (or
@@ -363,7 +345,7 @@ pub fn batch_norm_train(
 mod tests {
     use super::*;
     use crate::rng::SeededRng;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{Device, Var};
 
     /// Central differences of `L = Σ bn(x; gamma, beta) · r`, in f64 over
     /// an f32 forward, with and without the ReLU. Batch norm is not linear
@@ -388,14 +370,7 @@ mod tests {
                     relu,
                 )
                 .unwrap();
-                (y * &r)
-                    .unwrap()
-                    .to_dtype(DType::F64)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
+                crate::kernels::weighted_sum(&y, &r)
             };
             let x = Var::from_slice(&xv, (n, c, h, w), &d).unwrap();
             let g = Var::from_slice(&gv, c, &d).unwrap();

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, Mat};
 use super::relu::mask_by_output;
-use super::{f32_slice, par_buffer, vectorized, zeroed};
+use super::{f32_slice, lane_sum, par_buffer, vectorized, zeroed};
 
 /// Stride and symmetric zero padding; dilation 1, one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,20 +237,6 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// Sum in 16 independent lanes: `iter().sum()` must keep the sequential
-/// order of float additions and so cannot vectorise.
-#[inline(always)]
-fn lane_sum(v: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut chunks = v.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
-
 /// Images per rayon task: enough to amortise the per-task buffers, few
 /// enough to keep every thread busy.
 fn chunk(n: usize) -> usize {
@@ -444,7 +430,7 @@ impl CustomOp3 for Conv2dBwd {
                                     None => dy_i,
                                 };
                                 for (acc, row) in db_acc.iter_mut().zip(dy_i.chunks(p)) {
-                                    *acc += lane_sum(row);
+                                    *acc += lane_sum(row, |v| v);
                                 }
                                 if self.want_dw {
                                     // dWᵀ += cols · dY_iᵀ: with the long P axis contiguous in both
@@ -770,14 +756,7 @@ mod tests {
             let loss_b = |xs: &[f32], ws: &[f32], bs: &[f32]| -> f64 {
                 let bt = Tensor::from_slice(bs, oc, &d).unwrap();
                 let y = conv2d(&mk_x(xs), &mk_w(ws), Some(&bt), p).unwrap();
-                (y * &r)
-                    .unwrap()
-                    .to_dtype(DType::F64)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
+                crate::kernels::weighted_sum(&y, &r)
             };
             let loss = |xs: &[f32], ws: &[f32]| loss_b(xs, ws, &bv);
             let x = Var::from_slice(&xv, (n, c, hh, w), &d).unwrap();

@@ -48,6 +48,25 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
 }
 
+/// Independent partial sums per block: a plain `f32` sum is sequential
+/// (IEEE order), so the compiler cannot vectorise it; 16 lanes can.
+pub(crate) const LANES: usize = 16;
+
+/// `Σ f(v)` over `block`, in [`LANES`] partial sums (the bias gradient of
+/// the convolution, the batch norm's statistics).
+#[inline(always)]
+pub(crate) fn lane_sum(block: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = block.chunks_exact(LANES);
+    for c in &mut chunks {
+        let c: &[f32; LANES] = c.try_into().expect("exact chunks");
+        for l in 0..LANES {
+            acc[l] += f(c[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
+}
+
 /// A buffer of `len` floats filled in parallel: `fill(i, part)` gets the
 /// `i`-th part of `chunk` elements (the last may be shorter), zeroed.
 ///
@@ -78,4 +97,18 @@ pub(crate) fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     // SAFETY: every element was just written, and MaybeUninit<f32> has the
     // layout of f32.
     unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `Σ y·r` in f64: the scalar loss of the kernels' finite-difference tests
+/// (a random projection `r` of the output `y`).
+#[cfg(test)]
+pub(crate) fn weighted_sum(y: &candle_core::Tensor, r: &candle_core::Tensor) -> f64 {
+    (y * r)
+        .unwrap()
+        .to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
