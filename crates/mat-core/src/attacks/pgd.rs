@@ -232,20 +232,19 @@ impl Ascent {
         mut gain: impl FnMut(&Tensor, Option<&Tensor>) -> candle_core::Result<Tensor>,
     ) -> crate::Result<Tensor> {
         let mut adv = start;
-        // None: every sample still moves.
-        let mut moving: Option<Vec<u32>> = None;
+        let n = x.dim(0)?;
+        // The samples still moving; the whole batch needs no selection.
+        let mut moving: Vec<u32> = (0..n as u32).collect();
         for _ in 0..self.steps {
-            let (xs, vs, idx) = match &moving {
-                None => (x.clone(), adv.clone(), None),
-                Some(m) if m.is_empty() => break,
-                Some(m) => {
-                    let idx = Tensor::new(m.as_slice(), x.device())?;
-                    (
-                        x.index_select(&idx, 0)?,
-                        adv.index_select(&idx, 0)?,
-                        Some(idx),
-                    )
-                }
+            if moving.is_empty() {
+                break;
+            }
+            let idx = (moving.len() < n)
+                .then(|| Tensor::new(moving.as_slice(), x.device()))
+                .transpose()?;
+            let (xs, vs) = match &idx {
+                None => (x.clone(), adv.clone()),
+                Some(i) => (x.index_select(i, 0)?, adv.index_select(i, 0)?),
             };
             let (g, ()) = gradient_at(&vs, |v| Ok((gain(v, idx.as_ref())?, ())))?;
             let moved = (&vs + (normalize(&g, self.norm)? * self.step_size)?)?;
@@ -262,21 +261,16 @@ impl Ascent {
                 &stepped,
                 &vs,
             )?;
-            let all: Vec<u32> = match moving.take() {
-                None => (0..live.len() as u32).collect(),
-                Some(m) => m,
-            };
             adv = match idx {
                 None => stepped,
-                Some(_) => super::put_samples(&adv, &all, &stepped)?,
+                Some(_) => super::put_samples(&adv, &moving, &stepped)?,
             };
-            let kept: Vec<u32> = all
+            moving = moving
                 .iter()
                 .zip(&live)
                 .filter(|(_, &l)| l == 1)
                 .map(|(&i, _)| i)
                 .collect();
-            moving = (kept.len() < x.dim(0)?).then_some(kept);
         }
         Ok(adv)
     }
