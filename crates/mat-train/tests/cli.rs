@@ -134,6 +134,39 @@ fn same_seed_same_weights_and_resume_is_exact() {
     assert_eq!(m.meta("config_hash").unwrap().len(), 64);
 }
 
+/// The same AT run on 1 and on 3 threads gives the same weights, bit for
+/// bit: `mat repro --jobs N` gives each stage a share of the cores, and the
+/// convolution's backward once split its batch by the thread count, so its
+/// partial weight gradients summed in another order.
+#[test]
+fn weights_do_not_depend_on_the_thread_count() {
+    let r = Run::new();
+    let cfg = r.config(
+        "at.yaml",
+        &TINY.replace("method: natural", "method: at").replace(
+            "eval: {limit: 200}",
+            "eval: {limit: 50}\nadversary: {eps: 0.3, steps: 2, step_size: 0.15}",
+        ),
+    );
+    let mut models = Vec::new();
+    for threads in ["1", "3"] {
+        let out = r.path(&format!("threads-{threads}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_mat-train"))
+            .args(["--quiet", "--config", &cfg, "--out", out.to_str().unwrap()])
+            .env("MAT_DATA_DIR", data_root())
+            .env("MAT_CACHE_DIR", r.path("cache"))
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .expect("run mat-train");
+        ok(&o);
+        models.push(std::fs::read(out.join("model.safetensors")).unwrap());
+    }
+    assert!(
+        models[0] == models[1],
+        "1 and 3 threads gave different weights"
+    );
+}
+
 /// `eval.pgd.every: 2` over 3 epochs: PGD after epoch 2 only, NaN in the log
 /// after epochs 1 and 3 (not after the last: `--resume` may raise the
 /// epochs, and the log must not depend on them); the clean accuracy after

@@ -243,6 +243,13 @@ fn chunk(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads() * 2).max(1)
 }
 
+/// Images per task of the backward pass. Each task sums its own partial
+/// weight gradient and the partials add up in task order, so the partition
+/// fixes the order of the sums: it must not follow the thread count, or the
+/// same training on 1 and 2 threads (`mat repro --jobs 2` gives each stage
+/// one) would give different bytes. 16 keeps 8 tasks per batch of 128.
+const BWD_IMAGES_PER_TASK: usize = 16;
+
 struct Conv2dOp {
     params: Conv2dParams,
     /// Apply ReLU to the output in the same op: one graph node less on the
@@ -396,7 +403,7 @@ impl CustomOp3 for Conv2dBwd {
         let (dx, rest) = out.spare_capacity_mut()[..nx + nw + nb].split_at_mut(nx);
         let (dw, db) = rest.split_at_mut(nw);
         let (dw, db) = (zeroed(dw), zeroed(db));
-        let per = chunk(g.n);
+        let per = BWD_IMAGES_PER_TASK;
         // One task per chunk of images; each returns its partial weight
         // gradient and zeroes its part of dx itself.
         let tasks: Vec<(usize, Option<_>)> = if self.want_dx {
