@@ -29,10 +29,12 @@ test-torch:
 # then runs the pipeline's stages whose inputs changed (runs/TABLE/PROFILE/).
 # TABLE: table1 ... table5, figure1, figure2, or all. Profiles: quick (CPU),
 # smoke (seconds; numbers meaningless), paper (GPU: `just build-cuda`, then
-# target/cuda/release/mat repro, see README).
+# target/cuda/release/mat repro, see README). Runs as many independent
+# stages at once as the machine has cores, sharing them (`--jobs 1` in ARGS
+# runs one at a time).
 reproduce TABLE profile="quick" *ARGS:
     cargo build --release --workspace --bins
-    ./target/release/mat repro pipelines/{{TABLE}}.yaml --profile {{profile}} {{ARGS}}
+    ./target/release/mat repro pipelines/{{TABLE}}.yaml --profile {{profile}} --jobs {{num_cpus()}} {{ARGS}}
 
 # Every stage program with `--features cuda`, on a machine without a GPU or
 # a CUDA toolkit: installs NVIDIA's CUDA 13.0 wheels from PyPI into .cuda/

@@ -42,9 +42,12 @@ pub enum Command {
         /// Run this stage even if it is up to date (repeatable).
         #[arg(long, value_name = "STAGE")]
         force: Vec<String>,
-        /// Independent stages to run at once.
-        #[arg(long, default_value_t = 1)]
-        jobs: usize,
+        /// Independent stages to run at once. Locally they share the
+        /// machine's cores: each gets RAYON_NUM_THREADS = cores / the stages
+        /// running at once (unless RAYON_NUM_THREADS is set already). The
+        /// last --jobs given wins.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), overrides_with = "jobs")]
+        jobs: u32,
         /// After a failure, go on with the stages that do not depend on it.
         #[arg(long)]
         keep_going: bool,

@@ -66,8 +66,13 @@ fn repro_one(
     };
     let opts = &opts;
     let start = std::time::Instant::now();
+    let parallel = match (opts.jobs, opts.cores) {
+        (1, _) => String::new(),
+        (j, Some(c)) => format!("; up to {j} stages at once, sharing {c} cores"),
+        (j, None) => format!("; up to {j} stages at once"),
+    };
     eprintln!(
-        "{}: {} stages, profile {profile}, outputs in {}",
+        "{}: {} stages, profile {profile}, outputs in {}{parallel}",
         pipeline.display(),
         p.stages.len(),
         p.out_dir.display()
@@ -124,7 +129,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             opts.executor = executor.executor()?;
             opts.dry_run = dry_run;
             opts.force = force.into_iter().collect();
-            opts.jobs = jobs;
+            opts.jobs = jobs as usize;
+            // Parallel local stages split the cores, unless the user chose
+            // the threads.
+            if jobs > 1
+                && opts.executor == mat_pipeline::Executor::Local
+                && std::env::var_os("RAYON_NUM_THREADS").is_none()
+            {
+                opts.cores = std::thread::available_parallelism().ok().map(|n| n.get());
+            }
             opts.keep_going = keep_going;
             if no_cache {
                 opts.cache = None;

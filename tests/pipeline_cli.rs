@@ -188,3 +188,82 @@ stages:
     assert!(!d.join("runs/stubborn/quick/s.txt").exists());
     assert!(!std::path::Path::new("/proc").join(&pid).exists());
 }
+
+/// `--jobs 2` locally: two stages that start together share the cores
+/// (RAYON_NUM_THREADS = cores / 2, at least 1), a stage that starts alone
+/// gets them all, and a RAYON_NUM_THREADS the user set is left alone.
+#[test]
+fn parallel_stages_share_the_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("par.yaml"),
+        r#"
+profiles: {quick: {}}
+stages:
+  a:
+    cmd: echo $RAYON_NUM_THREADS > ${out}/a.txt
+    outs: ["${out}/a.txt"]
+  b:
+    cmd: echo $RAYON_NUM_THREADS > ${out}/b.txt
+    outs: ["${out}/b.txt"]
+  c:
+    cmd: echo $RAYON_NUM_THREADS > ${out}/c.txt
+    deps: ["${out}/a.txt", "${out}/b.txt"]
+    outs: ["${out}/c.txt"]
+"#,
+    )
+    .unwrap();
+    let threads = |name: &str| {
+        std::fs::read_to_string(d.join("runs/par/quick").join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let run = |env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mat"));
+        c.args([
+            "repro",
+            "par.yaml",
+            "--jobs",
+            "2",
+            "--no-cache",
+            "--force",
+            "a",
+        ])
+        .args(["--force", "b", "--force", "c"])
+        .current_dir(d)
+        .env_remove("RAYON_NUM_THREADS");
+        if let Some(v) = env {
+            c.env("RAYON_NUM_THREADS", v);
+        }
+        let o = c.output().expect("run mat");
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
+    let o = run(None);
+    assert!(
+        text(&o).contains(&format!("up to 2 stages at once, sharing {cores} cores")),
+        "{}",
+        text(&o)
+    );
+    let half = (cores / 2).max(1).to_string();
+    assert_eq!((threads("a.txt"), threads("b.txt")), (half.clone(), half));
+    assert_eq!(threads("c.txt"), cores.to_string());
+
+    run(Some("3"));
+    for f in ["a.txt", "b.txt", "c.txt"] {
+        assert_eq!(threads(f), "3", "{f}");
+    }
+}
+
+/// `--jobs 0` would run nothing: it is refused.
+#[test]
+fn zero_jobs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), "stages: {}\n").unwrap();
+    let o = mat_in(dir.path(), &["repro", "p.yaml", "--jobs", "0"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--jobs"), "{}", text(&o));
+}
