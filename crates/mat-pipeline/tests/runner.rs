@@ -501,3 +501,40 @@ fn mistakes_are_located() {
         assert!(e.contains(&name), "case {i}: the file is not named: {e}");
     }
 }
+
+/// Of the stages ready at once, the one more stages wait on starts first,
+/// whatever its place in the file: a model's training before the attacks
+/// of another model trained earlier. Stages log their start in order.
+#[test]
+fn stages_more_stages_wait_on_start_first() {
+    let w = Work::new();
+    w.write(
+        "p.yaml",
+        r#"
+profiles: {quick: {}}
+stages:
+  leaf:
+    cmd: echo leaf >> started.txt && touch ${out}/leaf
+    outs: ["${out}/leaf"]
+  other:
+    cmd: echo other >> started.txt && touch ${out}/other
+    outs: ["${out}/other"]
+  train:
+    cmd: echo train >> started.txt && touch ${out}/model
+    outs: ["${out}/model"]
+  attack:
+    cmd: echo attack >> started.txt && touch ${out}/attack
+    deps: ["${out}/model"]
+    outs: ["${out}/attack"]
+  report:
+    cmd: echo report >> started.txt && touch ${out}/report
+    deps: ["${out}/attack"]
+    outs: ["${out}/report"]
+"#,
+    );
+    let r = w.repro("p.yaml", "quick", &w.opts());
+    assert!(r.iter().all(|(_, o)| ran(o)), "{r:?}");
+    let started: Vec<String> = w.read("started.txt").lines().map(String::from).collect();
+    // train (2 waiting), attack (1), then the rest in file order.
+    assert_eq!(started, ["train", "attack", "leaf", "other", "report"]);
+}
