@@ -510,35 +510,6 @@ fn counted(resource: &str) -> bool {
     !matches!(resource, "cpus" | "mem_gb" | "time_min")
 }
 
-/// For each stage, how many stages depend on it, directly or not.
-fn downstream_counts(pipeline: &Pipeline) -> BTreeMap<&str, usize> {
-    let mut children: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for s in &pipeline.stages {
-        for u in &s.upstream {
-            children
-                .entry(u.as_str())
-                .or_default()
-                .push(s.name.as_str());
-        }
-    }
-    pipeline
-        .stages
-        .iter()
-        .map(|s| {
-            let mut seen = BTreeSet::new();
-            let mut stack = vec![s.name.as_str()];
-            while let Some(n) = stack.pop() {
-                for &c in children.get(n).map(Vec::as_slice).unwrap_or_default() {
-                    if seen.insert(c) {
-                        stack.push(c);
-                    }
-                }
-            }
-            (s.name.as_str(), seen.len())
-        })
-        .collect()
-}
-
 /// Runs `pipeline`. `report` hears each stage's outcome as it happens, with
 /// the wall time of the stage's command where one ran (or of restoring its
 /// outputs from the run cache).
@@ -601,12 +572,6 @@ pub fn repro(
     // long as jobs and resources allow; wait for one to finish; repeat.
     let jobs = opts.jobs.max(1);
     let mut pending: Vec<&Stage> = pipeline.stages.iter().collect();
-    // Stages that more stages wait on start first (ties in file order): a
-    // training starts before the attacks of a model trained earlier, so
-    // the long chains begin early and parallel stages do not end with one
-    // long chain running alone on part of the cores.
-    let waiting = downstream_counts(pipeline);
-    pending.sort_by_key(|s| std::cmp::Reverse(waiting[s.name.as_str()]));
     let mut running: BTreeSet<String> = BTreeSet::new();
     let mut in_use: BTreeMap<String, u32> = BTreeMap::new();
     let mut first_error: Option<Error> = None;
