@@ -81,7 +81,7 @@ fn table2_quick_commands_are_the_documented_ones() {
         train.cmd,
         "mat-train --quiet --resume --config pipelines/train/mnist/mat.yaml \
          --set centers=runs/table2/quick/centers.safetensors --set mat.alpha=0 --set mat.beta=0 \
-         --set optim.epochs=14 --set \"optim.lr_milestones=[10]\"  --out runs/table2/quick/mnist/train/mat-ftc"
+         --set optim.epochs=14 --set \"optim.lr_milestones=[10]\" --set eval.pgd=null  --out runs/table2/quick/mnist/train/mat-ftc"
     );
     let cw = p.stage("cw@at").unwrap();
     assert!(
