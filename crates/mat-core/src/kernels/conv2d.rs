@@ -253,8 +253,8 @@ const BWD_IMAGES_PER_TASK: usize = 16;
 struct Conv2dOp {
     params: Conv2dParams,
     /// Apply ReLU to the output in the same op: one graph node less on the
-    /// largest activations, and candle seeds every node's gradient with a
-    /// zero tensor of its size.
+    /// largest activations, so one pass less over them forward and one
+    /// gradient tensor of their size less backward.
     relu: bool,
 }
 
