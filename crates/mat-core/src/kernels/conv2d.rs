@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, Mat};
 use super::relu::mask_by_output;
-use super::{f32_slice, lane_sum, par_buffer, vectorized, zeroed};
+use super::{add_short, copy_short, f32_slice, lane_sum, par_buffer, vectorized, zeroed};
 
 /// Stride and symmetric zero padding; dilation 1, one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,37 +142,6 @@ fn for_each_segment(g: &Geom, mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
-/// `dst[i] = src[i]` (`ADD`: `dst[i] += src[i]`) for the short segments
-/// of im2col and col2im (an output row, 8 to 26 floats in SmallCNN), eight
-/// lanes at a time: `copy_from_slice` calls `memmove`, whose call and size
-/// dispatch cost more than the copy at these lengths.
-#[inline(always)]
-fn row_segment<const ADD: bool>(dst: &mut [f32], src: &[f32]) {
-    let src = &src[..dst.len()];
-    // Blocks of 8 read whole into locals before the write: element by
-    // element, the compiler could not rule out that `dst` overlaps `src`
-    // (inlined, they lose their `&mut`/`&` distinction) and copied one
-    // float at a time.
-    let mut d8 = dst.chunks_exact_mut(8);
-    let mut s8 = src.chunks_exact(8);
-    for (d, s) in (&mut d8).zip(&mut s8) {
-        let v: [f32; 8] = s.try_into().expect("a block of 8");
-        let d: &mut [f32; 8] = d.try_into().expect("a block of 8");
-        *d = if ADD {
-            let mut a: [f32; 8] = *d;
-            for j in 0..8 {
-                a[j] += v[j];
-            }
-            a
-        } else {
-            v
-        };
-    }
-    for (d, s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
-        *d = if ADD { *d + s } else { *s };
-    }
-}
-
 /// Fills `cols` (`[K, P]`) from one image `x` (`[C, H, W]`).
 #[inline(always)]
 fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
@@ -186,7 +155,7 @@ fn im2col(g: &Geom, x: &[f32], cols: &mut [f32]) {
         #[inline(always)]
         |dst, src, len| {
             if s == 1 {
-                row_segment::<false>(&mut cols[dst..dst + len], &x[src..src + len]);
+                copy_short(&mut cols[dst..dst + len], &x[src..src + len]);
             } else {
                 for (i, d) in cols[dst..dst + len].iter_mut().enumerate() {
                     *d = x[src + i * s];
@@ -205,7 +174,7 @@ fn col2im(g: &Geom, cols: &[f32], dx: &mut [f32]) {
         #[inline(always)]
         |src, dst, len| {
             if s == 1 {
-                row_segment::<true>(&mut dx[dst..dst + len], &cols[src..src + len]);
+                add_short(&mut dx[dst..dst + len], &cols[src..src + len]);
             } else {
                 for (i, v) in cols[src..src + len].iter().enumerate() {
                     dx[dst + i * s] += v;
