@@ -345,6 +345,17 @@ mod tests {
     use crate::rng::SeededRng;
     use candle_core::{Device, Var};
 
+    /// The values of `t`, flat.
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// The gradient of `Σ y·r` with respect to `x`, flat.
+    fn grad(y: &Tensor, r: &Tensor, x: &Var) -> Vec<f32> {
+        let g = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
+        flat(g.get(x).unwrap())
+    }
+
     /// Forward equals candle's. The backward is checked by central
     /// differences on an input whose values are 0.01 apart, so a step of
     /// 1e-3 never changes which element is a window's maximum. (candle's own
@@ -361,19 +372,14 @@ mod tests {
             .collect();
         let x = Var::from_slice(&xv, shape, &d).unwrap();
         let ours = max_pool2d(&x, 2).unwrap();
-        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(v(&ours) == v(&x.max_pool2d(2).unwrap()), "forward differs");
+        assert!(
+            flat(&ours) == flat(&x.max_pool2d(2).unwrap()),
+            "forward differs"
+        );
         let r = SeededRng::new(2)
             .normal(ours.shape(), 0.0, 1.0, &d)
             .unwrap();
-        let g = v((ours * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap()
-            .get(&x)
-            .unwrap());
+        let g = grad(&ours, &r, &x);
         let loss = |xs: &[f32]| -> f64 {
             let y = max_pool2d(&Tensor::from_slice(xs, shape, &d).unwrap(), 2).unwrap();
             crate::kernels::weighted_sum(&y, &r)
@@ -402,19 +408,9 @@ mod tests {
                               [3., 4., 8., 1., 9.],
                               [9., 9., 9., 9., 9.]]]], &Device::Cpu).unwrap();
         let y = max_pool2d(&x, 2).unwrap();
-        assert_eq!(
-            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            vec![5.0, 8.0]
-        );
+        assert_eq!(flat(&y), vec![5.0, 8.0]);
         let r = Tensor::new(&[[[[10f32, 20.]]]], &Device::Cpu).unwrap();
-        let g = (y * r).unwrap().sum_all().unwrap().backward().unwrap();
-        let gx = g
-            .get(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let gx = grad(&y, &r, &x);
         #[rustfmt::skip]
         let want = vec![0., 10., 0., 0., 0.,
                         0., 0., 20., 0., 0.,
@@ -428,20 +424,9 @@ mod tests {
     #[test]
     fn ties_send_the_gradient_to_the_first_maximum_as_pytorch() {
         let x = Var::ones((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap();
-        let g = max_pool2d(&x, 2)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gx = g
-            .get(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(gx, vec![1.0, 0.0, 0.0, 0.0]);
+        let y = max_pool2d(&x, 2).unwrap();
+        let ones = Tensor::ones_like(&y).unwrap();
+        assert_eq!(grad(&y, &ones, &x), vec![1.0, 0.0, 0.0, 0.0]);
     }
 
     /// Whole planes through the 2x2 path (their window rows gathered, so
@@ -465,19 +450,7 @@ mod tests {
             let x = Var::from_slice(&xv, (1, planes, h, w), &Device::Cpu).unwrap();
             let y = max_pool2d(&x, 2).unwrap();
             let dy = Tensor::from_slice(&dyv, y.shape(), &Device::Cpu).unwrap();
-            let dx = (y.clone() * dy)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap()
-                .get(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (dx, y) = (grad(&y, &dy, &x), flat(&y));
             let pool = Pool { k: 2 };
             let mut want_dx = vec![0f32; xv.len()];
             for p in 0..planes {
