@@ -185,7 +185,8 @@ impl Pool {
 /// contiguous run (`oh · 2ow` floats) of `rows`, so that the block loops of
 /// [`pool2_row`] and [`pool2_row_bwd`] run over the whole plane at once:
 /// row by row, SmallCNN's 4- and 12-window rows left 4 windows of each to
-/// the scalar remainder loop, most of the pooling's time in a PGD step.
+/// the scalar remainder loop (the max-pool's share of a one-thread PGD
+/// step fell from 8.5% to 6.9% without it).
 #[inline(always)]
 fn window_rows<'a>(
     x: &[f32],
