@@ -49,9 +49,9 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// `dst[i] = src[i]` (`ADD`: `dst[i] += src[i]`) for the short segments
-/// of im2col, col2im and the max-pool (an output row, 8 to 26 floats in SmallCNN), eight
-/// lanes at a time: `copy_from_slice` calls `memmove`, whose call and size
-/// dispatch cost more than the copy at these lengths.
+/// of im2col, col2im and the max-pool (an output row, 8 to 26 floats in
+/// SmallCNN), eight lanes at a time: `copy_from_slice` calls `memmove`,
+/// whose call and size dispatch cost more than the copy at these lengths.
 #[inline(always)]
 fn row_segment<const ADD: bool>(dst: &mut [f32], src: &[f32]) {
     let src = &src[..dst.len()];
