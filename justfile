@@ -74,7 +74,9 @@ inspect FILE:
     cargo run --release --quiet -- inspect {{FILE}}
 
 # Throughput of mat beside PyTorch CPU on the same data and thread count,
-# and mat's AutoAttack beside torchattacks' on the same weights; prints a
+# and mat's AutoAttack beside torchattacks' members on the same weights with
+# the same budget (AutoAttack's 100 steps, not the 10 torchattacks' own
+# `AutoAttack` class gives them); prints a
 # table and writes BENCHMARKS.md. Installs PyTorch and torchattacks from PyPI
 # if missing (torchattacks without its declared dependencies: it pins an old
 # `requests` that it does not import, and needs no torchvision to run).

@@ -213,9 +213,13 @@ class Reference:
     def wrn(self, run, steps, **_):
         return {"seconds": wrn_steps(steps, run)}
 
-    def autoattack(self, run, images, weights, **_):
-        """torchattacks' AutoAttack (standard) on mat's weights and the
-        first `images` test images, as mat's side attacks them."""
+    def autoattack(self, run, images, weights, steps, queries, **_):
+        """AutoAttack's standard version from torchattacks' members on mat's
+        weights and the first `images` test images, as mat's side attacks
+        them: APGD-CE, APGD-T and FAB-T with `steps` steps (AutoAttack's 100;
+        torchattacks' own `AutoAttack(version="standard")` leaves its
+        members at their default of 10, a tenth of the gradient work), then
+        Square with `queries` queries, each on the points still robust."""
         import torchattacks
         from safetensors.torch import load_file
 
@@ -223,7 +227,13 @@ class Reference:
         net.load_state_dict(load_file(weights), strict=True)
         net.eval()
         xa, ya = self.xt[:images], self.yt[:images]
-        atk = torchattacks.AutoAttack(net, norm="Linf", eps=0.3, version="standard", n_classes=10, seed=run)
+        common = dict(norm="Linf", eps=0.3, n_restarts=1)
+        atk = torchattacks.MultiAttack([
+            torchattacks.APGD(net, steps=steps, loss="ce", seed=run, **common),
+            torchattacks.APGDT(net, steps=steps, n_classes=10, seed=run, **common),
+            torchattacks.FAB(net, steps=steps, multi_targeted=True, n_classes=10, seed=run, **common),
+            torchattacks.Square(net, n_queries=queries, seed=run, **common),
+        ])
         t = time.perf_counter()
         adv = atk(xa, ya)
         seconds = time.perf_counter() - t

@@ -14,9 +14,10 @@
 //! - a WRN-16-4 training step on CIFAR-shaped inputs (batch 128, random
 //!   data; SGD lr 0.1, momentum 0.9, weight decay 2e-4), 3 steps per run;
 //! - AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square; eps 0.3) on 128
-//!   test images of the model trained above, one run per side, beside torchattacks'
-//!   AutoAttack on the same weights (saved by mat, loaded by the reference)
-//!   where torchattacks is installed;
+//!   test images of the model trained above, one run per side, beside
+//!   torchattacks' members with the same budget (100 steps, 5000 queries)
+//!   on the same weights (saved by mat, loaded by the reference) where
+//!   torchattacks is installed;
 //! - peak resident memory of a 5-epoch training run (a child process);
 //! - the f32 GEMM rate of the `gemm` crate (1024³), which bounds both.
 //!
@@ -33,6 +34,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, ModuleT, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use mat_core::attacks::spec::{AttackSpec, Context};
+use mat_core::attacks::square::SquareSpec;
 use mat_core::attacks::{run_attack, Attack, Pgd, Problem};
 use mat_core::data::{self, DataDir, Split};
 use mat_core::kernels::gemm::{sgemm, Mat};
@@ -439,7 +441,7 @@ fn main() -> Res<()> {
         .unwrap_or(3);
     let threads = rayon::current_num_threads();
     eprintln!("bench: {threads} threads, {runs} runs");
-    // `--profile train|vgg|pgd|wrn`: that workload alone, nothing written,
+    // `--profile train|vgg|pgd|wrn|autoattack`: that workload alone, nothing written,
     // for running under a profiler (`perf record`).
     if let Some(w) = args
         .iter()
@@ -560,16 +562,10 @@ fn main() -> Res<()> {
     let (n_aa, aa_runs) = (128, 1);
     // The first 128 test images, as the reference takes them.
     let aa_test = ds.test.subset(Some(n_aa), None)?;
-    // The stage's config, read and checked as mat-attack reads it; the
-    // model is given here, not by file.
-    let spec = AttackSpec::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/attack/mnist/autoattack.yaml"),
-        &["model=unused".to_string()],
-    )?;
-    let autoattack = spec.build(0.3, Context { objective: None })?;
+    let (spec, autoattack) = stage_autoattack()?;
     let mut aa = Workload::new(
         "autoattack",
-        "AutoAttack standard eps 0.3, 128 images, 1 run (vs torchattacks, same weights)",
+        "AutoAttack standard eps 0.3, 128 images, 1 run (vs torchattacks' members, same weights and budget)",
         n_aa,
         // At most: APGD-CE's 100 steps on every image; the members after
         // it attack only what it left.
@@ -580,6 +576,11 @@ fn main() -> Res<()> {
     let mut req = json("autoattack");
     req["images"] = n_aa.into();
     req["weights"] = weights.display().to_string().into();
+    // The reference composes torchattacks' members with the same budget:
+    // its `AutoAttack(version="standard")` gives APGD, APGD-T and FAB 10
+    // steps, not AutoAttack's 100.
+    req["steps"] = spec.steps.into();
+    req["queries"] = spec.section::<SquareSpec>("square")?.queries.into();
     let measured = aa.measure(
         aa_runs,
         &mut reference,
@@ -656,6 +657,18 @@ struct Torch {
     autoattack: Result<f64, String>,
 }
 
+/// The AutoAttack stage's config, read and checked as mat-attack reads it
+/// (the model is given by the caller, not by file), and the attack at eps
+/// 0.3.
+fn stage_autoattack() -> Res<(AttackSpec, Box<dyn Attack>)> {
+    let spec = AttackSpec::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/attack/mnist/autoattack.yaml"),
+        &["model=unused".to_string()],
+    )?;
+    let attack = spec.build(0.3, Context { objective: None })?;
+    Ok((spec, attack))
+}
+
 fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
     for r in 0..runs {
         let t = Instant::now();
@@ -685,10 +698,31 @@ fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
             "wrn" => {
                 wrn_steps(r as u64)?;
             }
+            "autoattack" => {
+                // The bench's model (its last training run's of the default
+                // three: seed 2) and its 128 images, with the stage's config.
+                let (_, store) = train_epoch(&ds.train, 2, 1)?;
+                let model = frozen(&store)?;
+                let logits = |x: &Tensor| model.forward_t(x, false);
+                let test = ds.test.subset(Some(128), None)?;
+                let (_, autoattack) = stage_autoattack()?;
+                let mut rng = SeededRng::for_purpose(r as u64, "autoattack");
+                let t = Instant::now();
+                run_attack(
+                    autoattack.as_ref(),
+                    &logits,
+                    &test.images,
+                    &test.labels,
+                    0.3,
+                    &mut rng,
+                )?;
+                eprintln!("autoattack on 128: {:.2} s", t.elapsed().as_secs_f64());
+            }
             other => {
-                return Err(
-                    format!("--profile: unknown workload {other:?} (train, vgg, pgd, wrn)").into(),
+                return Err(format!(
+                    "--profile: unknown workload {other:?} (train, vgg, pgd, wrn, autoattack)"
                 )
+                .into())
             }
         }
         eprintln!("{workload} run {r}: {:.2} s", t.elapsed().as_secs_f64());
@@ -780,7 +814,7 @@ fn write_report(
         (Err(e), _) => writeln!(md, "- PyTorch reference not measured: {e}")?,
         (Ok(_), Ok(r)) => writeln!(
             md,
-            "- AutoAttack's robust accuracy on the 128 images: mat {:.1}%, torchattacks {:.1}% (same weights; each seeds its own random starts).",
+            "- AutoAttack's robust accuracy on the 128 images: mat {:.1}%, torchattacks {:.1}% (same weights and budget: torchattacks' APGD-CE, APGD-T, FAB-T and Square with AutoAttack's 100 steps and 5000 queries, where its `AutoAttack` class gives 10 steps; each side seeds its own random starts).",
             100.0 * aa_robust,
             100.0 * r
         )?,
