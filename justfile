@@ -77,8 +77,9 @@ inspect FILE:
 # and mat's AutoAttack beside torchattacks' members on the same weights with
 # the same budget (AutoAttack's 100 steps, not the 10 that torchattacks' own
 # `AutoAttack` class gives them); prints a table and writes BENCHMARKS.md.
-# Installs PyTorch and torchattacks from PyPI if missing (torchattacks without its declared dependencies: it pins an old
-# `requests` that it does not import, and needs no torchvision to run).
+# Installs PyTorch and torchattacks from PyPI if missing (torchattacks
+# without its declared dependencies: it pins an old `requests` that it does
+# not import, and needs no torchvision to run).
 bench threads="2" runs="3":
     python3 -c "import torch, numpy" 2>/dev/null || python3 -m pip install --quiet torch numpy
     python3 -c "import torchattacks, safetensors" 2>/dev/null || { python3 -m pip install --quiet scipy tqdm safetensors && python3 -m pip install --quiet --no-deps torchattacks; }
