@@ -439,6 +439,19 @@ fn main() -> Res<()> {
         .position(|a| a == "--runs")
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(3);
+    // `--conv im2col`: the 3x3 stride-1 convolutions through im2col instead
+    // of Winograd's F(2x2, 3x3), to measure one against the other.
+    match args
+        .iter()
+        .position(|a| a == "--conv")
+        .map(|i| args.get(i + 1).map(String::as_str))
+    {
+        None | Some(Some("winograd")) => {}
+        Some(Some("im2col")) => mat_core::kernels::conv2d::set_winograd(false),
+        Some(other) => {
+            return Err(format!("--conv: expected winograd or im2col, got {other:?}").into())
+        }
+    }
     let threads = rayon::current_num_threads();
     eprintln!("bench: {threads} threads, {runs} runs");
     // `--profile train|vgg|pgd|wrn|autoattack`: that workload alone, nothing written,

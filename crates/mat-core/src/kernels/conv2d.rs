@@ -15,9 +15,11 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::gemm::{sgemm, Mat};
 use super::relu::mask_by_output;
+use super::winograd::{self, Plan};
 use super::{add_short, copy_short, f32_slice, lane_sum, par_buffer, vectorized, zeroed};
 
 /// Stride and symmetric zero padding; dilation 1, one group.
@@ -37,18 +39,18 @@ impl Default for Conv2dParams {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    oc: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: usize,
-    oh: usize,
-    ow: usize,
+pub(super) struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oc: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 impl Geom {
@@ -90,11 +92,11 @@ impl Geom {
         self.oh * self.ow
     }
 
-    fn in_len(&self) -> usize {
+    pub fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
 
-    fn out_len(&self) -> usize {
+    pub fn out_len(&self) -> usize {
         self.oc * self.p()
     }
 
@@ -219,6 +221,43 @@ fn chunk(n: usize) -> usize {
 /// one) would give different bytes. 16 keeps 8 tasks per batch of 128.
 const BWD_IMAGES_PER_TASK: usize = 16;
 
+/// Off only to compare against im2col (`set_winograd`).
+static WINOGRAD: AtomicBool = AtomicBool::new(true);
+
+/// Whether the 3x3, stride-1 convolutions with 8 or more input channels
+/// run Winograd's F(2x2, 3x3) (the default) or im2col: for benchmarks
+/// that measure one against the other in the same process.
+pub fn set_winograd(on: bool) {
+    WINOGRAD.store(on, Ordering::Relaxed);
+}
+
+fn use_winograd() -> bool {
+    WINOGRAD.load(Ordering::Relaxed)
+}
+
+/// The forward pass through Winograd's F(2x2, 3x3): one parallel task per
+/// group of images (transform, 16 products, inverse transform).
+fn winograd_forward(g: &Geom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+    let plan = Plan::new(*g);
+    let u = winograd::filter_transform(g, w);
+    let per = plan.per_group;
+    par_buffer(g.n * g.out_len(), g.out_len() * per, |t, ys| {
+        let imgs = ys.len() / g.out_len();
+        let xs = &x[t * per * g.in_len()..][..imgs * g.in_len()];
+        with_cols(plan.forward_scratch(), |buf| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (v, m, _, _, rows) = winograd::split_scratch(&plan, buf, false);
+                    winograd::input_transform(&plan, xs, imgs, v, rows);
+                    winograd::products(g, &u, v, m, winograd::tiles(&plan, imgs));
+                    winograd::output_transform(&plan, m, imgs, b, relu, ys, rows);
+                },
+            )
+        })
+    })
+}
+
 struct Conv2dOp {
     params: Conv2dParams,
     /// Apply ReLU to the output in the same op: one graph node less on the
@@ -249,6 +288,10 @@ impl CustomOp3 for Conv2dOp {
         );
         if b.len() != g.oc {
             candle_core::bail!("conv2d: bias has {} elements, expected {}", b.len(), g.oc)
+        }
+        if winograd::applies(&g) && use_winograd() {
+            let y = winograd_forward(&g, x, w, b, self.relu);
+            return Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))));
         }
         let (k, p) = (g.k(), g.p());
         let per = chunk(g.n);
@@ -384,6 +427,87 @@ impl CustomOp3 for Conv2dBwd {
             (0..g.n.div_ceil(per)).map(|i| (i, None)).collect()
         };
         let ol = g.out_len();
+        if winograd::applies(&g) && use_winograd() {
+            let plan = Plan::new(g);
+            let u = if self.want_dx {
+                winograd::filter_transform(&g, w)
+            } else {
+                Vec::new()
+            };
+            let nu = if self.want_dw { 16 * g.oc * g.c } else { 0 };
+            let partials: Vec<(Vec<f32>, Vec<f32>)> = tasks
+                .into_par_iter()
+                .map(|(t, dx_chunk)| {
+                    let mut dx_chunk = dx_chunk.map(zeroed);
+                    with_cols(plan.backward_scratch(), |buf| {
+                        vectorized(
+                            #[inline(always)]
+                            || {
+                                let (v, dm, dv, masked, rows) =
+                                    winograd::split_scratch(&plan, buf, true);
+                                let mut du = vec![0f32; nu];
+                                let mut db_acc = vec![0f32; nb];
+                                let first = t * per;
+                                let last = (first + per).min(g.n);
+                                for start in (first..last).step_by(plan.per_group) {
+                                    let imgs = plan.per_group.min(last - start);
+                                    let dy_g = &dy[start * ol..(start + imgs) * ol];
+                                    let dy_g: &[f32] = match mask {
+                                        Some(m) => {
+                                            let masked = &mut masked[..imgs * ol];
+                                            mask_by_output(
+                                                &m[start * ol..(start + imgs) * ol],
+                                                dy_g,
+                                                masked,
+                                            );
+                                            masked
+                                        }
+                                        None => dy_g,
+                                    };
+                                    if self.want_db {
+                                        for (i, row) in dy_g.chunks(g.p()).enumerate() {
+                                            db_acc[i % g.oc] += lane_sum(row, |v| v);
+                                        }
+                                    }
+                                    let tt = winograd::tiles(&plan, imgs);
+                                    winograd::output_transform_adjoint(&plan, dy_g, imgs, dm, rows);
+                                    if self.want_dw {
+                                        let xs = &x[start * g.in_len()..][..imgs * g.in_len()];
+                                        winograd::input_transform(&plan, xs, imgs, v, rows);
+                                        winograd::filter_gradient(&g, dm, v, &mut du, tt);
+                                    }
+                                    if let Some(dxc) = dx_chunk.as_deref_mut() {
+                                        winograd::input_gradient(&g, &u, dm, dv, tt);
+                                        let dxg = &mut dxc[(start - first) * g.in_len()..]
+                                            [..imgs * g.in_len()];
+                                        winograd::input_transform_adjoint(
+                                            &plan, dv, imgs, dxg, rows,
+                                        );
+                                    }
+                                }
+                                (du, db_acc)
+                            },
+                        )
+                    })
+                })
+                .collect();
+            // Sum the partial dU in task order, then dW = Gᵀ dU G.
+            let mut du = vec![0f32; nu];
+            for (pu, pb) in partials {
+                for (a, b) in du.iter_mut().zip(pu) {
+                    *a += b;
+                }
+                for (a, b) in db.iter_mut().zip(pb) {
+                    *a += b;
+                }
+            }
+            if self.want_dw {
+                winograd::filter_transform_adjoint(&g, &du, dw);
+            }
+            // SAFETY: dw and db were zeroed above, and every chunk of dx by its task.
+            unsafe { out.set_len(nx + nw + nb) };
+            return Ok((CpuStorage::F32(out), Shape::from(nx + nw + nb)));
+        }
         let partials: Vec<(Vec<f32>, Vec<f32>)> = tasks
             .into_par_iter()
             .map(|(t, dx_chunk)| {
@@ -552,13 +676,15 @@ mod tests {
     }
 
     /// The shapes of the issue: stride 1 and 2, padding 0 and 1, channels 1
-    /// and 3, batch 1 and 5, on odd image sizes and a non-square kernel.
+    /// and 3, batch 1 and 5, on odd image sizes and a non-square kernel;
+    /// with 8 channels the 3x3 stride-1 cases run Winograd's F(2x2, 3x3),
+    /// whose odd output sizes end in partial tiles.
     fn cases() -> Vec<Case> {
         let mut v = Vec::new();
         for stride in [1, 2] {
             for padding in [0, 1] {
                 let p = Conv2dParams { stride, padding };
-                for c in [1, 3] {
+                for c in [1, 3, 8] {
                     for n in [1, 5] {
                         v.push(Case {
                             n,
@@ -804,6 +930,54 @@ mod tests {
                     &flat(g2.get(v).unwrap()),
                     1e-6,
                     what,
+                );
+            }
+        }
+    }
+
+    /// The layers that run Winograd's F(2x2, 3x3) in the models (SmallCNN's
+    /// three 32- and 64-channel layers, a padded WideResNet-like one), with
+    /// batches that span several groups of images and several backward
+    /// tasks: output and all three gradients against candle's direct
+    /// convolution and its autograd.
+    #[test]
+    fn winograd_layers_equal_candle() {
+        let d = Device::Cpu;
+        let mut rng = SeededRng::new(6);
+        for (n, c, hw, oc, padding) in [
+            (3, 32, 26, 32, 0),
+            (20, 32, 12, 64, 0),
+            (37, 64, 10, 64, 0),
+            (5, 16, 9, 16, 1),
+        ] {
+            let p = Conv2dParams { stride: 1, padding };
+            let g = Geom::new(&[n, c, hw, hw], &[oc, c, 3, 3], p).unwrap();
+            assert!(winograd::applies(&g));
+            let x = Var::from_tensor(&rng.normal((n, c, hw, hw), 0.0, 1.0, &d).unwrap()).unwrap();
+            let wt = Var::from_tensor(&rng.normal((oc, c, 3, 3), 0.0, 0.1, &d).unwrap()).unwrap();
+            let b = Var::from_tensor(&rng.normal(oc, 0.0, 1.0, &d).unwrap()).unwrap();
+            let ours = conv2d(&x, &wt, Some(&b), p).unwrap();
+            let theirs = x
+                .conv2d(&wt, padding, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, oc, 1, 1)).unwrap())
+                .unwrap();
+            let tag = format!("{n}x{c}x{hw}x{hw} -> {oc}, padding {padding}");
+            rel_close(&flat(&ours), &flat(&theirs), 1e-5, &format!("y {tag}"));
+            let r = rng.normal(ours.shape(), 0.0, 1.0, &d).unwrap();
+            let g1 = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (v, what) in [(&x, "dx"), (&wt, "dw"), (&b, "db")] {
+                rel_close(
+                    &flat(g1.get(v).unwrap()),
+                    &flat(g2.get(v).unwrap()),
+                    1e-5,
+                    &format!("{what} {tag}"),
                 );
             }
         }

@@ -7,6 +7,7 @@ pub mod conv2d;
 pub mod gemm;
 pub mod max_pool;
 pub mod relu;
+mod winograd;
 
 use std::mem::MaybeUninit;
 

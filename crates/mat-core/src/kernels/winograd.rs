@@ -1,0 +1,624 @@
+//! Winograd's minimal filtering F(2x2, 3x3) for the 3x3, stride-1
+//! convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", 2016): each 2x2 output tile is
+//!
+//! `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A`
+//!
+//! for a 4x4 input tile `d` and a 3x3 filter `g`, which takes 16
+//! multiplications where the direct sum takes 36. Summed over the input
+//! channels, the 16 products of a tile become 16 matrix products, one per
+//! position ξ of the 4x4 transformed tile:
+//!
+//! - forward:         `M_ξ = U_ξ · V_ξ`         `[OC, T] = [OC, C]·[C, T]`
+//! - weight gradient: `dU_ξ = Σ dM_ξ · V_ξᵀ`    `[OC, C] = [OC, T]·[T, C]`
+//! - input gradient:  `dV_ξ = U_ξᵀ · dM_ξ`      `[C, T] = [C, OC]·[OC, T]`
+//!
+//! with `U = G g Gᵀ` (the filters), `V = Bᵀ d B` (the input tiles), `T`
+//! tiles and `dM = A dY Aᵀ`. The gradients are those of the transformed
+//! computation, the adjoint of each transform in turn (`dg = Gᵀ dU G`,
+//! `dd = B dV Bᵀ`), which equal the convolution's. The products have 2.25x
+//! fewer multiply-adds than im2col's, and the transformed input (16 values
+//! per 4 outputs) is 2.25x smaller than the column matrix (36 per 4).
+//!
+//! Rounding differs from the direct sum (the transforms add and subtract
+//! before the products); the tests hold both paths to the same tolerance
+//! against candle.
+
+use super::conv2d::Geom;
+use super::gemm::{sgemm, Mat};
+use super::{add_short, copy_short};
+
+/// Tiles per product: images are grouped until a group holds about this
+/// many, so that SmallCNN's later layers (25 and 16 tiles an image) still
+/// get products wide enough to run near the GEMM's rate, while a group's
+/// transformed input and products stay within a core's L2.
+const TILES_PER_GROUP: usize = 128;
+
+/// Positions of a transformed tile.
+const XI: usize = 16;
+
+/// Whether a convolution runs here: 3x3, stride 1, and enough input
+/// channels for the products to pay for the transforms (a one-channel
+/// first layer would multiply 1-wide matrices).
+pub(super) fn applies(g: &Geom) -> bool {
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad <= 2 && g.c >= 8
+}
+
+fn prev_power_of_two(k: usize) -> usize {
+    1 << k.ilog2()
+}
+
+/// The tiling of one convolution.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Plan {
+    pub g: Geom,
+    /// Tile rows and columns of an output plane (the last may be partial).
+    th: usize,
+    tw: usize,
+    /// Images per group: the unit of the products and of a parallel task
+    /// in the forward pass. Fixed by the layer's shape alone, so that an
+    /// image's result does not depend on the thread count.
+    pub per_group: usize,
+}
+
+impl Plan {
+    pub fn new(g: Geom) -> Self {
+        let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+        Self {
+            g,
+            th,
+            tw,
+            // A power of two up to 16, so that the backward pass's tasks
+            // of 16 images split into whole groups.
+            per_group: prev_power_of_two((TILES_PER_GROUP / (th * tw)).clamp(1, 16)),
+        }
+    }
+
+    /// Tiles per image.
+    fn tpi(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Floats of a group's transformed input `V` (`[16, C, T]`) for `imgs` images.
+    fn v_len(&self, imgs: usize) -> usize {
+        XI * self.g.c * imgs * self.tpi()
+    }
+
+    /// Floats of a group's products `M` or `dM` (`[16, OC, T]`).
+    fn m_len(&self, imgs: usize) -> usize {
+        XI * self.g.oc * imgs * self.tpi()
+    }
+
+    /// Floats of the scratch one forward task needs.
+    pub fn forward_scratch(&self) -> usize {
+        self.v_len(self.per_group) + self.m_len(self.per_group) + self.work_len()
+    }
+
+    /// Floats of the scratch one backward task needs: `V`, `dM`, `dV`,
+    /// one group's masked output gradient and the row buffers.
+    pub fn backward_scratch(&self) -> usize {
+        2 * self.v_len(self.per_group)
+            + self.m_len(self.per_group)
+            + self.per_group * self.g.out_len()
+            + self.work_len()
+    }
+
+    /// The transforms' work space: a plane split by column parity (two
+    /// `(2·th + 2) x (tw + 1)` halves) and 16 runs of one value per tile.
+    fn work_len(&self) -> usize {
+        (2 * self.side()).max(2 * self.tw) + XI * self.per_group * self.tpi()
+    }
+
+    /// Floats of one half of a plane split by column parity.
+    fn side(&self) -> usize {
+        (2 * self.th + 2) * (self.tw + 1)
+    }
+}
+
+/// `U = G g Gᵀ` for every filter, laid out `[16, OC, C]` (one `[OC, C]`
+/// matrix per position ξ), from `w` `[OC, C, 3, 3]`.
+///
+/// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`.
+// The index runs over the columns of several arrays at once.
+#[allow(clippy::needless_range_loop)]
+pub(super) fn filter_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (oc, c) = (g.oc, g.c);
+    let mut u = vec![0f32; XI * oc * c];
+    for o in 0..oc {
+        for i in 0..c {
+            let f = &w[(o * c + i) * 9..][..9];
+            // G·g: rows of 3.
+            let mut q = [[0f32; 3]; 4];
+            for b in 0..3 {
+                let (g0, g1, g2) = (f[b], f[3 + b], f[6 + b]);
+                q[0][b] = g0;
+                q[1][b] = 0.5 * (g0 + g1 + g2);
+                q[2][b] = 0.5 * (g0 - g1 + g2);
+                q[3][b] = g2;
+            }
+            // (G·g)·Gᵀ.
+            for (r, qr) in q.iter().enumerate() {
+                let t = [
+                    qr[0],
+                    0.5 * (qr[0] + qr[1] + qr[2]),
+                    0.5 * (qr[0] - qr[1] + qr[2]),
+                    qr[2],
+                ];
+                for (s, v) in t.into_iter().enumerate() {
+                    u[((r * 4 + s) * oc + o) * c + i] = v;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `dg = Gᵀ dU G` for every filter: `du` `[16, OC, C]` into `dw` `[OC, C, 3, 3]`.
+// The index runs over the columns of several 4x4 and 3x3 arrays at once.
+#[allow(clippy::needless_range_loop)]
+pub(super) fn filter_transform_adjoint(g: &Geom, du: &[f32], dw: &mut [f32]) {
+    let (oc, c) = (g.oc, g.c);
+    for o in 0..oc {
+        for i in 0..c {
+            let at = |xi: usize| du[(xi * oc + o) * c + i];
+            // Gᵀ·dU: 3 rows of 4.
+            let mut h = [[0f32; 4]; 3];
+            for s in 0..4 {
+                let (u0, u1, u2, u3) = (at(s), at(4 + s), at(8 + s), at(12 + s));
+                h[0][s] = u0 + 0.5 * (u1 + u2);
+                h[1][s] = 0.5 * (u1 - u2);
+                h[2][s] = 0.5 * (u1 + u2) + u3;
+            }
+            // (Gᵀ·dU)·G.
+            let f = &mut dw[(o * c + i) * 9..][..9];
+            for (a, hr) in h.iter().enumerate() {
+                f[a * 3] = hr[0] + 0.5 * (hr[1] + hr[2]);
+                f[a * 3 + 1] = 0.5 * (hr[1] - hr[2]);
+                f[a * 3 + 2] = 0.5 * (hr[1] + hr[2]) + hr[3];
+            }
+        }
+    }
+}
+
+/// `K` consecutive slices of `len` floats at the start of `buf`.
+#[inline(always)]
+fn split<const K: usize>(buf: &mut [f32], len: usize) -> [&mut [f32]; K] {
+    let mut parts = buf[..K * len].chunks_exact_mut(len);
+    std::array::from_fn(|_| parts.next().expect("K parts"))
+}
+
+/// The 16 runs of one plane in a `[16, planes, T]` array: position ξ's
+/// `len` values from `at` on, ξ's block `stride` floats long.
+#[inline(always)]
+fn runs_mut(a: &mut [f32], stride: usize, at: usize, len: usize) -> [&mut [f32]; XI] {
+    let mut parts = a[..XI * stride].chunks_exact_mut(stride);
+    std::array::from_fn(|_| &mut parts.next().expect("16 parts")[at..at + len])
+}
+
+/// [`runs_mut`], read only.
+#[inline(always)]
+fn runs(a: &[f32], stride: usize, at: usize, len: usize) -> [&[f32]; XI] {
+    let mut parts = a[..XI * stride].chunks_exact(stride);
+    std::array::from_fn(|_| &parts.next().expect("16 parts")[at..at + len])
+}
+
+/// The input plane's columns split by parity, with the padding: row `r`,
+/// column `k` of `even` (`odd`) holds padded column `2k` (`2k + 1`) of padded
+/// row `r`, i.e. input pixel `(r - pad, 2k - pad)` (`2k + 1 - pad`), zero
+/// outside the image. Both are `(2·th + 2) x (tw + 1)`: every tile's 4x4
+/// window, two rows and two columns per tile plus two, is inside. Input
+/// column `ix` lands in `even` when `ix + pad` is even, at `(ix + pad) / 2`.
+#[inline(always)]
+fn parity_sides<'a>(
+    p: &Plan,
+    even: &'a mut [f32],
+    odd: &'a mut [f32],
+) -> (&'a mut [f32], &'a mut [f32], usize, usize) {
+    let pad = p.g.pad;
+    // Input column 2m goes to `first[m + pad / 2]`, 2m + 1 to
+    // `second[m + (pad + 1) / 2]`.
+    if pad % 2 == 0 {
+        (even, odd, pad / 2, pad / 2)
+    } else {
+        (odd, even, pad / 2, pad.div_ceil(2))
+    }
+}
+
+/// Fills `even` and `odd` (see [`parity_sides`]) from one input plane;
+/// the entries of the padding are left as they are (zero).
+#[inline(always)]
+fn split_plane(p: &Plan, x: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let g = &p.g;
+    let cols = p.tw + 1;
+    let (first, second, f0, s0) = parity_sides(p, even, odd);
+    for iy in 0..g.h {
+        let r = (iy + g.pad) * cols;
+        let src = &x[iy * g.w..][..g.w];
+        let (f, s) = (&mut first[r + f0..r + cols], &mut second[r + s0..r + cols]);
+        let mut pairs = src.chunks_exact(2);
+        for ((pair, f), s) in (&mut pairs).zip(f.iter_mut()).zip(s.iter_mut()) {
+            *f = pair[0];
+            *s = pair[1];
+        }
+        if let [last] = pairs.remainder() {
+            f[g.w / 2] = *last;
+        }
+    }
+}
+
+/// Adds `even` and `odd` (see [`parity_sides`]) into one input gradient
+/// plane, leaving out the padding.
+#[inline(always)]
+fn merge_plane(p: &Plan, even: &mut [f32], odd: &mut [f32], dx: &mut [f32]) {
+    let g = &p.g;
+    let cols = p.tw + 1;
+    let (first, second, f0, s0) = parity_sides(p, even, odd);
+    for iy in 0..g.h {
+        let r = (iy + g.pad) * cols;
+        let dst = &mut dx[iy * g.w..][..g.w];
+        let (f, s) = (&first[r + f0..r + cols], &second[r + s0..r + cols]);
+        let mut pairs = dst.chunks_exact_mut(2);
+        for ((pair, f), s) in (&mut pairs).zip(f).zip(s) {
+            pair[0] += f;
+            pair[1] += s;
+        }
+        if let [last] = pairs.into_remainder() {
+            *last += f[g.w / 2];
+        }
+    }
+}
+
+/// `dst[o][t] = f(a[t], b[t], c[t], d[t])[o]` for `t < len`: four runs in,
+/// `O` out, one loop that vectorises (each transform is a few of these
+/// over a channel's tiles, which stay in L1).
+#[inline(always)]
+fn map4<const O: usize>(
+    src: [&[f32]; 4],
+    dst: [&mut [f32]; O],
+    len: usize,
+    f: impl Fn([f32; 4]) -> [f32; O],
+) {
+    let [a, b, c, d] = src.map(|s| &s[..len]);
+    let dst = dst.map(|s| &mut s[..len]);
+    for t in 0..len {
+        let y = f([a[t], b[t], c[t], d[t]]);
+        for o in 0..O {
+            dst[o][t] = y[o];
+        }
+    }
+}
+
+/// [`map4`] writing back into its four runs.
+#[inline(always)]
+fn map4_in_place(runs: [&mut [f32]; 4], len: usize, f: impl Fn([f32; 4]) -> [f32; 4]) {
+    let [a, b, c, d] = runs.map(|s| &mut s[..len]);
+    for t in 0..len {
+        let y = f([a[t], b[t], c[t], d[t]]);
+        a[t] = y[0];
+        b[t] = y[1];
+        c[t] = y[2];
+        d[t] = y[3];
+    }
+}
+
+/// Runs `i, i + step, i + 2·step, i + 3·step` of `runs`.
+#[inline(always)]
+fn four<'a, T: ?Sized>(runs: &'a [&'a T], i: usize, step: usize) -> [&'a T; 4] {
+    std::array::from_fn(|k| runs[i + k * step])
+}
+
+/// `Bᵀ x` for one column of a 4x4 window (or `x B` for one row):
+/// `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
+#[inline(always)]
+fn bt([d0, d1, d2, d3]: [f32; 4]) -> [f32; 4] {
+    [d0 - d2, d1 + d2, d2 - d1, d1 - d3]
+}
+
+/// `B x` for one column of a 4x4 transformed tile (or `x Bᵀ` for one row).
+#[inline(always)]
+fn b([v0, v1, v2, v3]: [f32; 4]) -> [f32; 4] {
+    [v0, v1 - v2 + v3, v1 + v2 - v0, -v3]
+}
+
+/// `V = Bᵀ d B` of every tile of `imgs` images `x` (`[imgs, C, H, W]`) into
+/// `v` (`[16, C, T]`, `T = imgs · tiles`); additions only.
+///
+/// A channel at a time: each image's plane is split by column parity, so
+/// that the 16 entries of every tile's window, gathered into 16 runs of
+/// one value per tile, are contiguous copies; then `Bᵀ·` down the columns
+/// and `·B` along the rows, loops over the channel's tiles of all images.
+#[inline(always)]
+pub(super) fn input_transform(p: &Plan, x: &[f32], imgs: usize, v: &mut [f32], work: &mut [f32]) {
+    let g = &p.g;
+    let (tpi, tw, t_all) = (p.tpi(), p.tw, imgs * p.tpi());
+    let cols = tw + 1;
+    let side = p.side();
+    let (even, rest) = work.split_at_mut(side);
+    let (odd, rest) = rest.split_at_mut(side);
+    let d = &mut rest[..XI * t_all];
+    // `split_plane` writes the same entries for every plane: the others
+    // (the padding) stay zero.
+    even.fill(0.0);
+    odd.fill(0.0);
+    for c in 0..g.c {
+        for n in 0..imgs {
+            split_plane(p, &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w], even, odd);
+            // Run i·4 + j holds the windows' entries (i, j): padded row
+            // 2·ty + i, padded column 2·tx + j.
+            for (xi, run) in d.chunks_exact_mut(t_all).enumerate() {
+                let (i, j) = (xi / 4, xi % 4);
+                let src = if j % 2 == 0 { &*even } else { &*odd };
+                for (ty, dst) in run[n * tpi..][..tpi].chunks_exact_mut(tw).enumerate() {
+                    copy_short(dst, &src[(2 * ty + i) * cols + j / 2..][..tw]);
+                }
+            }
+        }
+        let mut rs: [&mut [f32]; XI] = split::<XI>(d, t_all);
+        for j in 0..4 {
+            let [r0, r1, r2, r3] = rs_column(&mut rs, j);
+            map4_in_place([r0, r1, r2, r3], t_all, bt);
+        }
+        let rs: [&[f32]; XI] = rs.map(|r| &*r);
+        let mut out = runs_mut(v, g.c * t_all, c * t_all, t_all).into_iter();
+        for i in 0..4 {
+            let dst: [&mut [f32]; 4] = std::array::from_fn(|_| out.next().expect("16 runs"));
+            map4(four(&rs, 4 * i, 1), dst, t_all, bt);
+        }
+    }
+}
+
+/// Runs `j, 4 + j, 8 + j, 12 + j` (a column of the 4x4 window) of 16.
+#[inline(always)]
+fn rs_column<'a>(rs: &'a mut [&mut [f32]; XI], j: usize) -> [&'a mut [f32]; 4] {
+    let [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15] = rs;
+    match j {
+        0 => [r0, r4, r8, r12],
+        1 => [r1, r5, r9, r13],
+        2 => [r2, r6, r10, r14],
+        _ => [r3, r7, r11, r15],
+    }
+    .map(|r| &mut **r)
+}
+
+/// `dd = B dV Bᵀ` of every tile, added into the input gradient `dx`
+/// (`[imgs, C, H, W]`, zeroed by the caller) where it falls inside the
+/// image. Neighbouring windows overlap by two rows and two columns; their
+/// entries add up in the plane's parity split (see [`input_transform`]).
+#[inline(always)]
+pub(super) fn input_transform_adjoint(
+    p: &Plan,
+    dv: &[f32],
+    imgs: usize,
+    dx: &mut [f32],
+    work: &mut [f32],
+) {
+    let g = &p.g;
+    let (tpi, tw, t_all) = (p.tpi(), p.tw, imgs * p.tpi());
+    let cols = tw + 1;
+    let side = p.side();
+    let (even, rest) = work.split_at_mut(side);
+    let (odd, rest) = rest.split_at_mut(side);
+    let dd = &mut rest[..XI * t_all];
+    for c in 0..g.c {
+        {
+            let src = runs(dv, g.c * t_all, c * t_all, t_all);
+            let mut out: [&mut [f32]; XI] = split::<XI>(dd, t_all);
+            // B· down each column, from dV into dd, then ·Bᵀ along each row in place.
+            for j in 0..4 {
+                map4(four(&src, j, 4), rs_column(&mut out, j), t_all, b);
+            }
+            for i in 0..4 {
+                let [r0, r1, r2, r3, ..] = &mut out[4 * i..] else {
+                    unreachable!("16 runs")
+                };
+                map4_in_place([&mut **r0, &mut **r1, &mut **r2, &mut **r3], t_all, b);
+            }
+        }
+        for n in 0..imgs {
+            even.fill(0.0);
+            odd.fill(0.0);
+            for (xi, run) in dd.chunks_exact(t_all).enumerate() {
+                let (i, j) = (xi / 4, xi % 4);
+                let dst = if j % 2 == 0 { &mut *even } else { &mut *odd };
+                for (ty, src) in run[n * tpi..][..tpi].chunks_exact(tw).enumerate() {
+                    add_short(&mut dst[(2 * ty + i) * cols + j / 2..][..tw], src);
+                }
+            }
+            merge_plane(
+                p,
+                even,
+                odd,
+                &mut dx[(n * g.c + c) * g.h * g.w..][..g.h * g.w],
+            );
+        }
+    }
+}
+
+/// `Y = Aᵀ M A` of every tile plus the bias (and ReLU), into `y`
+/// (`[imgs, OC, OH, OW]`).
+///
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`.
+#[inline(always)]
+pub(super) fn output_transform(
+    p: &Plan,
+    m: &[f32],
+    imgs: usize,
+    bias: &[f32],
+    relu: bool,
+    y: &mut [f32],
+    work: &mut [f32],
+) {
+    let g = &p.g;
+    let (tpi, tw, t_all) = (p.tpi(), p.tw, imgs * p.tpi());
+    // Runs 0-7: Aᵀ·M (2 rows of 4); then the outputs (0, 0), (0, 1),
+    // (1, 0), (1, 1) of every tile.
+    let (s, rest) = work.split_at_mut(8 * t_all);
+    let (quad, row) = rest.split_at_mut(4 * t_all);
+    let row = &mut row[..2 * tw];
+    for (o, &bo) in bias.iter().enumerate() {
+        {
+            let src = runs(m, g.oc * t_all, o * t_all, t_all);
+            let [s00, s01, s02, s03, s10, s11, s12, s13] = split::<8>(s, t_all);
+            for (j, [top, bottom]) in [[s00, s10], [s01, s11], [s02, s12], [s03, s13]]
+                .into_iter()
+                .enumerate()
+            {
+                map4(four(&src, j, 4), [top, bottom], t_all, |[m0, m1, m2, m3]| {
+                    [m0 + m1 + m2, m1 - m2 - m3]
+                });
+            }
+            let [y00, y01, y10, y11] = split::<4>(quad, t_all);
+            let act = |v: f32| if relu { (v + bo).max(0.0) } else { v + bo };
+            for (r, [left, right]) in [[y00, y01], [y10, y11]].into_iter().enumerate() {
+                let sr: [&[f32]; 4] = std::array::from_fn(|j| &s[(4 * r + j) * t_all..][..t_all]);
+                map4(sr, [left, right], t_all, |[s0, s1, s2, s3]| {
+                    [act(s0 + s1 + s2), act(s1 - s2 - s3)]
+                });
+            }
+        }
+        for n in 0..imgs {
+            let plane = &mut y[(n * g.oc + o) * g.oh * g.ow..][..g.oh * g.ow];
+            for oy in 0..g.oh {
+                let (ty, r) = (oy / 2, oy % 2);
+                let at = n * tpi + ty * tw;
+                let left = &quad[2 * r * t_all + at..][..tw];
+                let right = &quad[(2 * r + 1) * t_all + at..][..tw];
+                for ((pair, &a), &bb) in row.chunks_exact_mut(2).zip(left).zip(right) {
+                    pair[0] = a;
+                    pair[1] = bb;
+                }
+                copy_short(&mut plane[oy * g.ow..][..g.ow], row);
+            }
+        }
+    }
+}
+
+/// `dM = A dY Aᵀ` of every tile of `imgs` images' output gradient `dy`
+/// (`[imgs, OC, OH, OW]`, zero past the plane's edge) into `dm` (`[16, OC, T]`).
+#[inline(always)]
+pub(super) fn output_transform_adjoint(
+    p: &Plan,
+    dy: &[f32],
+    imgs: usize,
+    dm: &mut [f32],
+    work: &mut [f32],
+) {
+    let g = &p.g;
+    let (tpi, tw, t_all) = (p.tpi(), p.tw, imgs * p.tpi());
+    // Runs 2r and 2r + 1: the tiles' entries (r, 0) and (r, 1). The
+    // entries past the plane's edge are never written: zero.
+    let quad = &mut work[..4 * t_all];
+    quad.fill(0.0);
+    for o in 0..g.oc {
+        for n in 0..imgs {
+            let plane = &dy[(n * g.oc + o) * g.oh * g.ow..][..g.oh * g.ow];
+            for oy in 0..g.oh {
+                let (ty, r) = (oy / 2, oy % 2);
+                let at = n * tpi + ty * tw;
+                let (left, right) = quad[2 * r * t_all..].split_at_mut(t_all);
+                let (left, right) = (&mut left[at..][..tw], &mut right[at..][..tw]);
+                let mut pairs = plane[oy * g.ow..][..g.ow].chunks_exact(2);
+                for ((pair, a), bb) in (&mut pairs).zip(left.iter_mut()).zip(right.iter_mut()) {
+                    *a = pair[0];
+                    *bb = pair[1];
+                }
+                if let [last] = pairs.remainder() {
+                    left[g.ow / 2] = *last;
+                }
+            }
+        }
+        let src: [&[f32]; 4] = std::array::from_fn(|s| &quad[s * t_all..][..t_all]);
+        let mut out = runs_mut(dm, g.oc * t_all, o * t_all, t_all).into_iter();
+        // A·dY has rows (a0, b0), (a0 + a1, b0 + b1), (a0 - a1, b0 - b1),
+        // (-a1, -b1); ·Aᵀ takes each row (p, q) to (p, p + q, p - q, -q).
+        for i in 0..4 {
+            let dst: [&mut [f32]; 4] = std::array::from_fn(|_| out.next().expect("16 runs"));
+            map4(src, dst, t_all, |[a0, b0, a1, b1]| {
+                let (pp, q) = match i {
+                    0 => (a0, b0),
+                    1 => (a0 + a1, b0 + b1),
+                    2 => (a0 - a1, b0 - b1),
+                    _ => (-a1, -b1),
+                };
+                [pp, pp + q, pp - q, -q]
+            });
+        }
+    }
+}
+
+/// The 16 products `M_ξ = U_ξ · V_ξ` of one group of `t` tiles.
+#[inline(always)]
+pub(super) fn products(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t: usize) {
+    let (oc, c) = (g.oc, g.c);
+    for xi in 0..XI {
+        sgemm(
+            oc,
+            t,
+            c,
+            Mat::rows(&u[xi * oc * c..][..oc * c], c),
+            Mat::rows(&v[xi * c * t..][..c * t], t),
+            &mut m[xi * oc * t..][..oc * t],
+            false,
+        );
+    }
+}
+
+/// `dU_ξ += dM_ξ · V_ξᵀ` for one group of `t` tiles.
+#[inline(always)]
+pub(super) fn filter_gradient(g: &Geom, dm: &[f32], v: &[f32], du: &mut [f32], t: usize) {
+    let (oc, c) = (g.oc, g.c);
+    for xi in 0..XI {
+        sgemm(
+            oc,
+            c,
+            t,
+            Mat::rows(&dm[xi * oc * t..][..oc * t], t),
+            Mat::transposed(&v[xi * c * t..][..c * t], t),
+            &mut du[xi * oc * c..][..oc * c],
+            true,
+        );
+    }
+}
+
+/// `dV_ξ = U_ξᵀ · dM_ξ` for one group of `t` tiles.
+#[inline(always)]
+pub(super) fn input_gradient(g: &Geom, u: &[f32], dm: &[f32], dv: &mut [f32], t: usize) {
+    let (oc, c) = (g.oc, g.c);
+    for xi in 0..XI {
+        sgemm(
+            c,
+            t,
+            oc,
+            Mat::transposed(&u[xi * oc * c..][..oc * c], c),
+            Mat::rows(&dm[xi * oc * t..][..oc * t], t),
+            &mut dv[xi * c * t..][..c * t],
+            false,
+        );
+    }
+}
+
+/// Tiles in a group of `imgs` images.
+pub(super) fn tiles(p: &Plan, imgs: usize) -> usize {
+    imgs * p.tpi()
+}
+
+/// A task's scratch, split: `V`, `M`/`dM`, `dV`, the masked output
+/// gradient and the transforms' work space.
+type Scratch<'a> = (
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+    &'a mut [f32],
+);
+
+/// Splits one task's scratch; `dV` and the masked output gradient are
+/// empty in the forward pass.
+pub(super) fn split_scratch<'a>(p: &Plan, buf: &'a mut [f32], backward: bool) -> Scratch<'a> {
+    let k = p.per_group;
+    let (v, rest) = buf.split_at_mut(p.v_len(k));
+    let (m, rest) = rest.split_at_mut(p.m_len(k));
+    let (dv, rest) = rest.split_at_mut(if backward { p.v_len(k) } else { 0 });
+    let (masked, rest) = rest.split_at_mut(if backward { k * p.g.out_len() } else { 0 });
+    (v, m, dv, masked, &mut rest[..p.work_len()])
+}
