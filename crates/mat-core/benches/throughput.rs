@@ -428,17 +428,6 @@ fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let dd = DataDir::locate();
     let ds = data::load(&dd, "mnist-10k")?;
-    if args.iter().any(|a| a == "--memory-probe") {
-        // Child process: a 5-epoch run, then its peak memory.
-        train_epoch(&ds.train, 0, 5)?;
-        println!("{}", peak_rss_mb().unwrap_or(f64::NAN));
-        return Ok(());
-    }
-    let runs: usize = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(3);
     // `--conv im2col`: the 3x3 stride-1 convolutions through im2col instead
     // of Winograd's F(2x2, 3x3), to measure one against the other.
     match args
@@ -452,6 +441,17 @@ fn main() -> Res<()> {
             return Err(format!("--conv: expected winograd or im2col, got {other:?}").into())
         }
     }
+    if args.iter().any(|a| a == "--memory-probe") {
+        // Child process: a 5-epoch run, then its peak memory.
+        train_epoch(&ds.train, 0, 5)?;
+        println!("{}", peak_rss_mb().unwrap_or(f64::NAN));
+        return Ok(());
+    }
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(3);
     let threads = rayon::current_num_threads();
     eprintln!("bench: {threads} threads, {runs} runs");
     // `--profile train|vgg|pgd|wrn|autoattack`: that workload alone, nothing written,
