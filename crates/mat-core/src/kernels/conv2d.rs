@@ -15,6 +15,8 @@
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::gemm::{sgemm, Mat};
@@ -187,20 +189,34 @@ fn col2im(g: &Geom, cols: &[f32], dx: &mut [f32]) {
 }
 
 thread_local! {
-    /// Each worker thread's column matrix, kept between calls: a fresh
-    /// `K·P` buffer per task (663 KB for SmallCNN's second layer) cost a
-    /// zero fill and, once the allocator returned it to the OS, page faults.
+    /// Each thread's scratch (the workers' column matrices and Winograd
+    /// buffers, the calling thread's transformed filters and partial
+    /// gradients), kept between calls: a fresh `K·P` buffer per task (663
+    /// KB for SmallCNN's second layer) cost a zero fill and, once the
+    /// allocator returned it to the OS, page faults.
     static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's column buffer of `len` elements (contents
-/// unspecified: every user overwrites it). A nested call on the same thread
-/// (never made today) would get a buffer of its own.
+/// The smallest scratch buffer [`with_cols`] allocates, in floats (2 MB).
+/// Grown to each larger size in turn, a thread's buffer went through
+/// SmallCNN's layer sizes one by one, and each left freed memory behind
+/// that the allocator keeps mapped (`alloc::keep_freed_memory`) and reuses
+/// badly: a 5-epoch training run peaked at 212-222 MB with Winograd and
+/// 198-200 MB with im2col before, against the live data's 112 MB.
+const MIN_SCRATCH: usize = 1 << 19;
+
+/// Runs `f` on this thread's scratch buffer of `len` elements (contents
+/// unspecified: every user overwrites it). A nested call on the same
+/// thread (a calling thread that is itself a pool worker, running a task
+/// while it waits) gets a buffer of its own.
 fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     COLS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
-                buf.resize(len, 0.0);
+                // Replaced, not resized: the contents need no copy, and the
+                // old buffer is freed before the new one is allocated.
+                *buf = Vec::new();
+                *buf = vec![0f32; len.max(MIN_SCRATCH)];
             }
             f(&mut buf[..len])
         }
@@ -221,6 +237,139 @@ fn chunk(n: usize) -> usize {
 /// one) would give different bytes. 16 keeps 8 tasks per batch of 128.
 const BWD_IMAGES_PER_TASK: usize = 16;
 
+/// One task of the backward pass: images `first..last`, their part of
+/// the input gradient (zeroed), the task's own partial weight gradient
+/// and bias gradient (zeroed) and its scratch.
+struct BwdTask<'a> {
+    first: usize,
+    last: usize,
+    dx: Option<&'a mut [f32]>,
+    dw: &'a mut [f32],
+    db: &'a mut [f32],
+    scratch: &'a mut [f32],
+}
+
+/// The buffers of a backward pass, in floats.
+struct BwdSizes {
+    /// A task's partial weight gradient.
+    partial: usize,
+    /// A task's partial bias gradient.
+    bias: usize,
+    /// A task's scratch.
+    scratch: usize,
+    /// What every task reads (the transformed filters).
+    shared: usize,
+}
+
+/// Runs the backward pass in parallel tasks of [`BWD_IMAGES_PER_TASK`]
+/// images, adds up their partial gradients in task order and hands the
+/// sum to `finish`: the weights' (in whatever layout `work` accumulates),
+/// then the bias'. The shared floats of the calling thread's scratch go to
+/// `prepare` first (the transformed filters), and every task reads them.
+///
+/// The partials live in the calling thread's scratch too, each task's in
+/// its own part. Returned from the workers, they were freed on this
+/// thread, and the allocator kept the workers' pages for them (the
+/// Winograd path's 256 KB a task for SmallCNN's last layer added 10 MB to
+/// the peak of a training run).
+fn backward_tasks(
+    g: &Geom,
+    dx: Option<&mut [MaybeUninit<f32>]>,
+    sizes: BwdSizes,
+    prepare: impl FnOnce(&mut [f32]),
+    work: impl Fn(BwdTask<'_>, &[f32]) + Sync + Send,
+    finish: impl FnOnce(&[f32]),
+) {
+    let BwdSizes {
+        partial: partial_len,
+        bias: nb,
+        scratch: scratch_len,
+        shared: shared_len,
+    } = sizes;
+    let per = BWD_IMAGES_PER_TASK;
+    let n_tasks = g.n.div_ceil(per);
+    // At least one float a task, so that the zip below still yields every
+    // task when no partial is wanted (an attack's input gradient).
+    let stride = (partial_len + nb).max(1);
+    // One part even for no images, so that the sum below is all zeros then.
+    with_cols(shared_len + n_tasks.max(1) * stride, |buf| {
+        let (shared, parts) = buf.split_at_mut(shared_len);
+        prepare(shared);
+        let shared = &*shared;
+        parts.fill(0.0);
+        let dx_chunks: Vec<Option<&mut [MaybeUninit<f32>]>> = match dx {
+            Some(d) => d.chunks_mut(g.in_len() * per).map(Some).collect(),
+            None => (0..n_tasks).map(|_| None).collect(),
+        };
+        dx_chunks
+            .into_par_iter()
+            .zip(parts.par_chunks_mut(stride))
+            .enumerate()
+            .for_each(|(t, (dx, part))| {
+                let (dw, rest) = part.split_at_mut(partial_len);
+                let (first, last) = (t * per, ((t + 1) * per).min(g.n));
+                let dx = dx.map(zeroed);
+                with_cols(scratch_len, |scratch| {
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            work(
+                                BwdTask {
+                                    first,
+                                    last,
+                                    dx,
+                                    dw,
+                                    db: &mut rest[..nb],
+                                    scratch,
+                                },
+                                shared,
+                            )
+                        },
+                    )
+                })
+            });
+        // In place into the first task's part: (p0 + p1) + p2 ..., the
+        // same sums in the same order as from zero.
+        let (sum, rest) = parts.split_at_mut(stride);
+        for part in rest.chunks(stride) {
+            for (a, b) in sum.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+        finish(&sum[..partial_len + nb]);
+    })
+}
+
+/// Images `imgs` of the output gradient `dy`, masked by the fused ReLU's
+/// output `mask` when there is one (into `masked`); their sums per output
+/// channel are added to `db` (empty when the bias gradient is not wanted).
+#[inline(always)]
+fn output_gradient<'a>(
+    g: &Geom,
+    dy: &'a [f32],
+    mask: Option<&[f32]>,
+    imgs: Range<usize>,
+    masked: &'a mut [f32],
+    db: &mut [f32],
+) -> &'a [f32] {
+    let ol = g.out_len();
+    let (from, to) = (imgs.start * ol, imgs.end * ol);
+    let dy = match mask {
+        Some(m) => {
+            let masked = &mut masked[..to - from];
+            mask_by_output(&m[from..to], &dy[from..to], masked);
+            masked
+        }
+        None => &dy[from..to],
+    };
+    if !db.is_empty() {
+        for (i, row) in dy.chunks(g.p()).enumerate() {
+            db[i % g.oc] += lane_sum(row, |v| v);
+        }
+    }
+    dy
+}
+
 /// Off only to compare against im2col (`set_winograd`).
 static WINOGRAD: AtomicBool = AtomicBool::new(true);
 
@@ -239,21 +388,25 @@ fn use_winograd() -> bool {
 /// group of images (transform, 16 products, inverse transform).
 fn winograd_forward(g: &Geom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
     let plan = Plan::new(*g);
-    let u = winograd::filter_transform(g, w);
-    let per = plan.per_group;
-    par_buffer(g.n * g.out_len(), g.out_len() * per, |t, ys| {
-        let imgs = ys.len() / g.out_len();
-        let xs = &x[t * per * g.in_len()..][..imgs * g.in_len()];
-        with_cols(plan.forward_scratch(), |buf| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    let (v, m, _, _, rows) = winograd::split_scratch(&plan, buf, false);
-                    winograd::input_transform(&plan, xs, imgs, v, rows);
-                    winograd::products(g, &u, v, m, winograd::tiles(&plan, imgs));
-                    winograd::output_transform(&plan, m, imgs, b, relu, ys, rows);
-                },
-            )
+    // `U` in the calling thread's scratch, read by every task.
+    with_cols(plan.u_len(), |u| {
+        winograd::filter_transform(g, w, u);
+        let u = &*u;
+        let per = plan.per_group;
+        par_buffer(g.n * g.out_len(), g.out_len() * per, |t, ys| {
+            let imgs = ys.len() / g.out_len();
+            let xs = &x[t * per * g.in_len()..][..imgs * g.in_len()];
+            with_cols(plan.forward_scratch(), |buf| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let (v, m, _, _, rows) = winograd::split_scratch(&plan, buf, false);
+                        winograd::input_transform(&plan, xs, imgs, v, rows);
+                        winograd::products(g, u, v, m, plan.tiles(imgs));
+                        winograd::output_transform(&plan, m, imgs, b, relu, ys, rows);
+                    },
+                )
+            })
         })
     })
 }
@@ -415,185 +568,117 @@ impl CustomOp3 for Conv2dBwd {
         let (dx, rest) = out.spare_capacity_mut()[..nx + nw + nb].split_at_mut(nx);
         let (dw, db) = rest.split_at_mut(nw);
         let (dw, db) = (zeroed(dw), zeroed(db));
-        let per = BWD_IMAGES_PER_TASK;
-        // One task per chunk of images; each returns its partial weight
-        // gradient and zeroes its part of dx itself.
-        let tasks: Vec<(usize, Option<_>)> = if self.want_dx {
-            dx.chunks_mut(g.in_len() * per)
-                .enumerate()
-                .map(|(i, d)| (i, Some(d)))
-                .collect()
-        } else {
-            (0..g.n.div_ceil(per)).map(|i| (i, None)).collect()
-        };
+        let dx = self.want_dx.then_some(dx);
         let ol = g.out_len();
         if winograd::applies(&g) && use_winograd() {
             let plan = Plan::new(g);
-            let u = if self.want_dx {
-                winograd::filter_transform(&g, w)
-            } else {
-                Vec::new()
-            };
-            let nu = if self.want_dw { 16 * g.oc * g.c } else { 0 };
-            // Each task's partial dU goes into its own part of one buffer
-            // allocated here: returned from the workers, the partials
-            // (256 KB a task for SmallCNN's last layer) were freed on this
-            // thread, and the allocator kept the workers' pages for them (a
-            // 5-epoch training run peaked at 222-230 MB; 212-222 MB with
-            // this buffer, 192-198 MB with im2col).
-            let mut du_parts = vec![0f32; tasks.len() * nu.max(1)];
-            let partials: Vec<Vec<f32>> = tasks
-                .into_par_iter()
-                .zip(du_parts.par_chunks_mut(nu.max(1)))
-                .map(|((t, dx_chunk), du)| {
-                    let mut dx_chunk = dx_chunk.map(zeroed);
-                    with_cols(plan.backward_scratch(), |buf| {
-                        vectorized(
-                            #[inline(always)]
-                            || {
-                                let (v, dm, dv, masked, rows) =
-                                    winograd::split_scratch(&plan, buf, true);
-                                let du = &mut du[..nu];
-                                let mut db_acc = vec![0f32; nb];
-                                let first = t * per;
-                                let last = (first + per).min(g.n);
-                                for start in (first..last).step_by(plan.per_group) {
-                                    let imgs = plan.per_group.min(last - start);
-                                    let dy_g = &dy[start * ol..(start + imgs) * ol];
-                                    let dy_g: &[f32] = match mask {
-                                        Some(m) => {
-                                            let masked = &mut masked[..imgs * ol];
-                                            mask_by_output(
-                                                &m[start * ol..(start + imgs) * ol],
-                                                dy_g,
-                                                masked,
-                                            );
-                                            masked
-                                        }
-                                        None => dy_g,
-                                    };
-                                    if self.want_db {
-                                        for (i, row) in dy_g.chunks(g.p()).enumerate() {
-                                            db_acc[i % g.oc] += lane_sum(row, |v| v);
-                                        }
-                                    }
-                                    let tt = winograd::tiles(&plan, imgs);
-                                    winograd::output_transform_adjoint(&plan, dy_g, imgs, dm, rows);
-                                    if self.want_dw {
-                                        let xs = &x[start * g.in_len()..][..imgs * g.in_len()];
-                                        winograd::input_transform(&plan, xs, imgs, v, rows);
-                                        winograd::filter_gradient(&g, dm, v, du, tt);
-                                    }
-                                    if let Some(dxc) = dx_chunk.as_deref_mut() {
-                                        winograd::input_gradient(&g, &u, dm, dv, tt);
-                                        let dxg = &mut dxc[(start - first) * g.in_len()..]
-                                            [..imgs * g.in_len()];
-                                        winograd::input_transform_adjoint(
-                                            &plan, dv, imgs, dxg, rows,
-                                        );
-                                    }
-                                }
-                                db_acc
-                            },
-                        )
-                    })
-                })
-                .collect();
-            // Sum the partial dU in task order, then dW = Gᵀ dU G.
-            let mut du = vec![0f32; nu];
-            for (pu, pb) in du_parts.chunks(nu.max(1)).zip(partials) {
-                for (a, b) in du.iter_mut().zip(pu) {
-                    *a += b;
-                }
-                for (a, b) in db.iter_mut().zip(pb) {
-                    *a += b;
-                }
-            }
-            if self.want_dw {
-                winograd::filter_transform_adjoint(&g, &du, dw);
-            }
-            // SAFETY: dw and db were zeroed above, and every chunk of dx by its task.
-            unsafe { out.set_len(nx + nw + nb) };
-            return Ok((CpuStorage::F32(out), Shape::from(nx + nw + nb)));
-        }
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = tasks
-            .into_par_iter()
-            .map(|(t, dx_chunk)| {
-                let mut dx_chunk = dx_chunk.map(zeroed);
-                with_cols(k * p + ol, |buf| {
-                    vectorized(
-                        #[inline(always)]
-                        || {
-                            let (cols, masked) = buf.split_at_mut(k * p);
-                            let mut dw_acc = vec![0f32; nw];
-                            let mut db_acc = vec![0f32; nb];
-                            let first = t * per;
-                            for i in first..(first + per).min(g.n) {
-                                let dy_i = &dy[i * ol..(i + 1) * ol];
-                                let dy_i: &[f32] = match mask {
-                                    Some(m) => {
-                                        mask_by_output(&m[i * ol..(i + 1) * ol], dy_i, masked);
-                                        masked
-                                    }
-                                    None => dy_i,
-                                };
-                                for (acc, row) in db_acc.iter_mut().zip(dy_i.chunks(p)) {
-                                    *acc += lane_sum(row, |v| v);
-                                }
-                                if self.want_dw {
-                                    // dWᵀ += cols · dY_iᵀ: with the long P axis contiguous in both
-                                    // operands this runs ~1.7x faster than dW += dY_i · colsᵀ.
-                                    im2col(&g, &x[i * g.in_len()..(i + 1) * g.in_len()], cols);
-                                    sgemm(
-                                        k,
-                                        g.oc,
-                                        p,
-                                        Mat::rows(cols, p),
-                                        Mat::transposed(dy_i, p),
-                                        &mut dw_acc,
-                                        true,
-                                    );
-                                }
-                                if let Some(dxc) = dx_chunk.as_deref_mut() {
-                                    sgemm(
-                                        k,
-                                        p,
-                                        g.oc,
-                                        Mat::transposed(w, k),
-                                        Mat::rows(dy_i, p),
-                                        cols,
-                                        false,
-                                    );
-                                    let j = i - first;
-                                    col2im(
-                                        &g,
-                                        cols,
-                                        &mut dxc[j * g.in_len()..(j + 1) * g.in_len()],
-                                    );
-                                }
+            let nu = if self.want_dw { plan.u_len() } else { 0 };
+            backward_tasks(
+                &g,
+                dx,
+                BwdSizes {
+                    partial: nu,
+                    bias: nb,
+                    scratch: plan.backward_scratch(),
+                    shared: if self.want_dx { plan.u_len() } else { 0 },
+                },
+                |u| {
+                    if self.want_dx {
+                        winograd::filter_transform(&g, w, u)
+                    }
+                },
+                #[inline(always)]
+                |task, u| {
+                    let (v, dm, dv, masked, rows) =
+                        winograd::split_scratch(&plan, task.scratch, true);
+                    let mut dx_task = task.dx;
+                    for start in (task.first..task.last).step_by(plan.per_group) {
+                        let imgs = plan.per_group.min(task.last - start);
+                        let dy_g =
+                            output_gradient(&g, dy, mask, start..start + imgs, masked, task.db);
+                        let tiles = plan.tiles(imgs);
+                        winograd::output_transform_adjoint(&plan, dy_g, imgs, dm, rows);
+                        if self.want_dw {
+                            let xs = &x[start * g.in_len()..][..imgs * g.in_len()];
+                            winograd::input_transform(&plan, xs, imgs, v, rows);
+                            winograd::filter_gradient(&g, dm, v, task.dw, tiles);
+                        }
+                        if let Some(dxt) = dx_task.as_deref_mut() {
+                            winograd::input_gradient(&g, u, dm, dv, tiles);
+                            let dxg =
+                                &mut dxt[(start - task.first) * g.in_len()..][..imgs * g.in_len()];
+                            winograd::input_transform_adjoint(&plan, dv, imgs, dxg, rows);
+                        }
+                    }
+                },
+                |sums| {
+                    let (du, db_sum) = sums.split_at(nu);
+                    db.copy_from_slice(db_sum);
+                    // dW = Gᵀ dU G.
+                    if self.want_dw {
+                        winograd::filter_transform_adjoint(&g, du, dw);
+                    }
+                },
+            );
+        } else {
+            backward_tasks(
+                &g,
+                dx,
+                BwdSizes {
+                    partial: nw,
+                    bias: nb,
+                    scratch: k * p + ol,
+                    shared: 0,
+                },
+                |_| {},
+                #[inline(always)]
+                |task, _| {
+                    let (cols, masked) = task.scratch.split_at_mut(k * p);
+                    let mut dx_task = task.dx;
+                    for i in task.first..task.last {
+                        let dy_i = output_gradient(&g, dy, mask, i..i + 1, masked, task.db);
+                        if self.want_dw {
+                            // dWᵀ += cols · dY_iᵀ: with the long P axis contiguous in both
+                            // operands this runs ~1.7x faster than dW += dY_i · colsᵀ.
+                            im2col(&g, &x[i * g.in_len()..(i + 1) * g.in_len()], cols);
+                            sgemm(
+                                k,
+                                g.oc,
+                                p,
+                                Mat::rows(cols, p),
+                                Mat::transposed(dy_i, p),
+                                task.dw,
+                                true,
+                            );
+                        }
+                        if let Some(dxt) = dx_task.as_deref_mut() {
+                            sgemm(
+                                k,
+                                p,
+                                g.oc,
+                                Mat::transposed(w, k),
+                                Mat::rows(dy_i, p),
+                                cols,
+                                false,
+                            );
+                            let j = i - task.first;
+                            col2im(&g, cols, &mut dxt[j * g.in_len()..(j + 1) * g.in_len()]);
+                        }
+                    }
+                },
+                |sums| {
+                    let (dwt, db_sum) = sums.split_at(nw);
+                    db.copy_from_slice(db_sum);
+                    // Transpose dWᵀ [K, OC] into dW [OC, K].
+                    if self.want_dw {
+                        for o in 0..g.oc {
+                            for j in 0..k {
+                                dw[o * k + j] = dwt[j * g.oc + o];
                             }
-                            (dw_acc, db_acc)
-                        },
-                    )
-                })
-            })
-            .collect();
-        // Sum the partial dWᵀ [K, OC] and transpose into dW [OC, K].
-        let mut dwt = vec![0f32; nw];
-        for (pw, pb) in partials {
-            for (a, b) in dwt.iter_mut().zip(pw) {
-                *a += b;
-            }
-            for (a, b) in db.iter_mut().zip(pb) {
-                *a += b;
-            }
-        }
-        if self.want_dw {
-            for o in 0..g.oc {
-                for j in 0..k {
-                    dw[o * k + j] = dwt[j * g.oc + o];
-                }
-            }
+                        }
+                    }
+                },
+            );
         }
         // SAFETY: dw and db were zeroed above, and every chunk of dx by its task.
         unsafe { out.set_len(nx + nw + nb) };

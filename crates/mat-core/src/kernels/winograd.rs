@@ -80,6 +80,16 @@ impl Plan {
         self.th * self.tw
     }
 
+    /// Floats of the transformed filters `U` (`[16, OC, C]`).
+    pub fn u_len(&self) -> usize {
+        XI * self.g.oc * self.g.c
+    }
+
+    /// Tiles in a group of `imgs` images.
+    pub fn tiles(&self, imgs: usize) -> usize {
+        imgs * self.tpi()
+    }
+
     /// Floats of a group's transformed input `V` (`[16, C, T]`) for `imgs` images.
     fn v_len(&self, imgs: usize) -> usize {
         XI * self.g.c * imgs * self.tpi()
@@ -116,15 +126,16 @@ impl Plan {
     }
 }
 
-/// `U = G g Gᵀ` for every filter, laid out `[16, OC, C]` (one `[OC, C]`
-/// matrix per position ξ), from `w` `[OC, C, 3, 3]`.
+/// `U = G g Gᵀ` for every filter into `u` (every entry), laid out
+/// `[16, OC, C]` (one `[OC, C]` matrix per position ξ), from `w`
+/// `[OC, C, 3, 3]`.
 ///
 /// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`.
 // The index runs over the columns of several arrays at once.
 #[allow(clippy::needless_range_loop)]
-pub(super) fn filter_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
+pub(super) fn filter_transform(g: &Geom, w: &[f32], u: &mut [f32]) {
     let (oc, c) = (g.oc, g.c);
-    let mut u = vec![0f32; XI * oc * c];
+    let u = &mut u[..XI * oc * c];
     for o in 0..oc {
         for i in 0..c {
             let f = &w[(o * c + i) * 9..][..9];
@@ -151,7 +162,6 @@ pub(super) fn filter_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
             }
         }
     }
-    u
 }
 
 /// `dg = Gᵀ dU G` for every filter: `du` `[16, OC, C]` into `dw` `[OC, C, 3, 3]`.
@@ -331,7 +341,7 @@ fn b([v0, v1, v2, v3]: [f32; 4]) -> [f32; 4] {
 #[inline(always)]
 pub(super) fn input_transform(p: &Plan, x: &[f32], imgs: usize, v: &mut [f32], work: &mut [f32]) {
     let g = &p.g;
-    let (tpi, tw, t_all) = (p.tpi(), p.tw, imgs * p.tpi());
+    let (tpi, tw, t_all) = (p.tpi(), p.tw, p.tiles(imgs));
     let cols = tw + 1;
     let side = p.side();
     let (even, rest) = work.split_at_mut(side);
@@ -394,7 +404,7 @@ pub(super) fn input_transform_adjoint(
     work: &mut [f32],
 ) {
     let g = &p.g;
-    let (tpi, tw, t_all) = (p.tpi(), p.tw, imgs * p.tpi());
+    let (tpi, tw, t_all) = (p.tpi(), p.tw, p.tiles(imgs));
     let cols = tw + 1;
     let side = p.side();
     let (even, rest) = work.split_at_mut(side);
@@ -450,7 +460,7 @@ pub(super) fn output_transform(
     work: &mut [f32],
 ) {
     let g = &p.g;
-    let (tpi, tw, t_all) = (p.tpi(), p.tw, imgs * p.tpi());
+    let (tpi, tw, t_all) = (p.tpi(), p.tw, p.tiles(imgs));
     // Runs 0-7: Aᵀ·M (2 rows of 4); then the outputs (0, 0), (0, 1),
     // (1, 0), (1, 1) of every tile.
     let (s, rest) = work.split_at_mut(8 * t_all);
@@ -505,7 +515,7 @@ pub(super) fn output_transform_adjoint(
     work: &mut [f32],
 ) {
     let g = &p.g;
-    let (tpi, tw, t_all) = (p.tpi(), p.tw, imgs * p.tpi());
+    let (tpi, tw, t_all) = (p.tpi(), p.tw, p.tiles(imgs));
     // Runs 2r and 2r + 1: the tiles' entries (r, 0) and (r, 1). The
     // entries past the plane's edge are never written: zero.
     let quad = &mut work[..4 * t_all];
@@ -596,11 +606,6 @@ pub(super) fn input_gradient(g: &Geom, u: &[f32], dm: &[f32], dv: &mut [f32], t:
             false,
         );
     }
-}
-
-/// Tiles in a group of `imgs` images.
-pub(super) fn tiles(p: &Plan, imgs: usize) -> usize {
-    imgs * p.tpi()
 }
 
 /// A task's scratch, split: `V`, `M`/`dM`, `dV`, the masked output
