@@ -557,55 +557,47 @@ pub(super) fn output_transform_adjoint(
     }
 }
 
+/// `C_ξ (+)= A_ξ · B_ξ` (`[m, k]·[k, n]`) for the 16 positions ξ, the
+/// operands the `ξ`-th views `a(ξ)` and `b(ξ)`, `C_ξ` the `ξ`-th `m·n`
+/// block of `c`; added to `c` when `accumulate`.
+#[inline(always)]
+fn per_position<'a>(
+    (m, n, k): (usize, usize, usize),
+    a: impl Fn(usize) -> Mat<'a>,
+    b: impl Fn(usize) -> Mat<'a>,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    for (xi, c) in c[..XI * m * n].chunks_exact_mut(m * n).enumerate() {
+        sgemm(m, n, k, a(xi), b(xi), c, accumulate);
+    }
+}
+
 /// The 16 products `M_ξ = U_ξ · V_ξ` of one group of `t` tiles.
 #[inline(always)]
 pub(super) fn products(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t: usize) {
     let (oc, c) = (g.oc, g.c);
-    for xi in 0..XI {
-        sgemm(
-            oc,
-            t,
-            c,
-            Mat::rows(&u[xi * oc * c..][..oc * c], c),
-            Mat::rows(&v[xi * c * t..][..c * t], t),
-            &mut m[xi * oc * t..][..oc * t],
-            false,
-        );
-    }
+    let u_at = |xi: usize| Mat::rows(&u[xi * oc * c..][..oc * c], c);
+    let v_at = |xi: usize| Mat::rows(&v[xi * c * t..][..c * t], t);
+    per_position((oc, t, c), u_at, v_at, m, false);
 }
 
 /// `dU_ξ += dM_ξ · V_ξᵀ` for one group of `t` tiles.
 #[inline(always)]
 pub(super) fn filter_gradient(g: &Geom, dm: &[f32], v: &[f32], du: &mut [f32], t: usize) {
     let (oc, c) = (g.oc, g.c);
-    for xi in 0..XI {
-        sgemm(
-            oc,
-            c,
-            t,
-            Mat::rows(&dm[xi * oc * t..][..oc * t], t),
-            Mat::transposed(&v[xi * c * t..][..c * t], t),
-            &mut du[xi * oc * c..][..oc * c],
-            true,
-        );
-    }
+    let dm_at = |xi: usize| Mat::rows(&dm[xi * oc * t..][..oc * t], t);
+    let vt_at = |xi: usize| Mat::transposed(&v[xi * c * t..][..c * t], t);
+    per_position((oc, c, t), dm_at, vt_at, du, true);
 }
 
 /// `dV_ξ = U_ξᵀ · dM_ξ` for one group of `t` tiles.
 #[inline(always)]
 pub(super) fn input_gradient(g: &Geom, u: &[f32], dm: &[f32], dv: &mut [f32], t: usize) {
     let (oc, c) = (g.oc, g.c);
-    for xi in 0..XI {
-        sgemm(
-            c,
-            t,
-            oc,
-            Mat::transposed(&u[xi * oc * c..][..oc * c], c),
-            Mat::rows(&dm[xi * oc * t..][..oc * t], t),
-            &mut dv[xi * c * t..][..c * t],
-            false,
-        );
-    }
+    let ut_at = |xi: usize| Mat::transposed(&u[xi * oc * c..][..oc * c], c);
+    let dm_at = |xi: usize| Mat::rows(&dm[xi * oc * t..][..oc * t], t);
+    per_position((c, t, oc), ut_at, dm_at, dv, false);
 }
 
 /// A task's scratch, split: `V`, `M`/`dM`, `dV`, the masked output
