@@ -25,8 +25,8 @@
 //! against candle.
 
 use super::conv2d::Geom;
+use super::copy_short;
 use super::gemm::{sgemm, Mat};
-use super::{add_short, copy_short};
 
 /// Tiles per product: images are grouped until a group holds about this
 /// many, so that SmallCNN's later layers (25 and 16 tiles an image) still
@@ -54,6 +54,10 @@ fn prev_power_of_two(k: usize) -> usize {
 pub(super) struct Plan {
     pub g: Geom,
     /// Tile rows and columns of an output plane (the last may be partial).
+    /// A tile row holds `tw + 1` tiles: the last, past the plane's edge,
+    /// makes every entry of the windows a run at a fixed offset into the
+    /// plane's quarters (see [`input_transform`]); its products are
+    /// computed and dropped.
     th: usize,
     tw: usize,
     /// Images per group: the unit of the products and of a parallel task
@@ -75,9 +79,15 @@ impl Plan {
         }
     }
 
-    /// Tiles per image.
+    /// Tiles per image, the extra one of each row included.
     fn tpi(&self) -> usize {
-        self.th * self.tw
+        self.th * self.cols()
+    }
+
+    /// Tiles per tile row, the extra one included; also the row length
+    /// of a quarter plane.
+    fn cols(&self) -> usize {
+        self.tw + 1
     }
 
     /// Floats of the transformed filters `U` (`[16, OC, C]`).
@@ -114,15 +124,16 @@ impl Plan {
             + self.work_len()
     }
 
-    /// The transforms' work space: a plane split by column parity (two
-    /// `(2·th + 2) x (tw + 1)` halves) and 16 runs of one value per tile.
+    /// The transforms' work space: a plane's four quarters and 16 runs
+    /// of one value per tile (the output transforms need less).
     fn work_len(&self) -> usize {
-        (2 * self.side()).max(2 * self.tw) + XI * self.per_group * self.tpi()
+        (4 * self.quarter()).max(2 * self.tw) + XI * self.per_group * self.tpi()
     }
 
-    /// Floats of one half of a plane split by column parity.
-    fn side(&self) -> usize {
-        (2 * self.th + 2) * (self.tw + 1)
+    /// Floats of one quarter of a plane (see [`split_plane`]): `th + 2`
+    /// rows of `tw + 1`, enough for the extra tiles' windows too.
+    fn quarter(&self) -> usize {
+        (self.th + 2) * self.cols()
     }
 }
 
@@ -213,12 +224,10 @@ fn runs(a: &[f32], stride: usize, at: usize, len: usize) -> [&[f32]; XI] {
     std::array::from_fn(|_| &parts.next().expect("16 parts")[at..at + len])
 }
 
-/// The input plane's columns split by parity, with the padding: row `r`,
-/// column `k` of `even` (`odd`) holds padded column `2k` (`2k + 1`) of padded
-/// row `r`, i.e. input pixel `(r - pad, 2k - pad)` (`2k + 1 - pad`), zero
-/// outside the image. Both are `(2·th + 2) x (tw + 1)`: every tile's 4x4
-/// window, two rows and two columns per tile plus two, is inside. Input
-/// column `ix` lands in `even` when `ix + pad` is even, at `(ix + pad) / 2`.
+/// Which quarter and offset the columns of an input row go to: the
+/// quarters' columns `k` hold padded column `2k` (`b = 0`) or `2k + 1`
+/// (`b = 1`), i.e. input column `2k + b - pad`. Input column `2m` lands in
+/// `first` at `m + f0`, `2m + 1` in `second` at `m + s0`.
 #[inline(always)]
 fn parity_sides<'a>(
     p: &Plan,
@@ -226,8 +235,6 @@ fn parity_sides<'a>(
     odd: &'a mut [f32],
 ) -> (&'a mut [f32], &'a mut [f32], usize, usize) {
     let pad = p.g.pad;
-    // Input column 2m goes to `first[m + pad / 2]`, 2m + 1 to
-    // `second[m + (pad + 1) / 2]`.
     if pad % 2 == 0 {
         (even, odd, pad / 2, pad / 2)
     } else {
@@ -235,17 +242,34 @@ fn parity_sides<'a>(
     }
 }
 
-/// Fills `even` and `odd` (see [`parity_sides`]) from one input plane;
-/// the entries of the padding are left as they are (zero).
+/// The two quarters of row parity `a` (`[4, quarter]`, see [`split_plane`]).
 #[inline(always)]
-fn split_plane(p: &Plan, x: &[f32], even: &mut [f32], odd: &mut [f32]) {
+fn quarter_pair<'a>(p: &Plan, quarters: &'a mut [f32], a: usize) -> (&'a mut [f32], &'a mut [f32]) {
+    let q = p.quarter();
+    quarters[2 * a * q..][..2 * q].split_at_mut(q)
+}
+
+/// Fills the four quarters of one input plane, with the padding: quarter
+/// `2a + b` holds the padded plane's rows of parity `a` and columns of
+/// parity `b`, padded pixel `(2r + a, 2k + b)` at `r · (tw + 1) + k`. Entry
+/// `(i, j)` of tile `(ty, tx)`'s window, padded pixel `(2ty + i, 2tx + j)`,
+/// is then in quarter `2(i % 2) + j % 2` at `t + (i / 2)·(tw + 1) + j / 2`
+/// for the tile's index `t = ty·(tw + 1) + tx`: over all tiles, a run at a
+/// fixed offset. The entries of the padding are left as they are (zero).
+#[inline(always)]
+fn split_plane(p: &Plan, x: &[f32], quarters: &mut [f32]) {
     let g = &p.g;
-    let cols = p.tw + 1;
-    let (first, second, f0, s0) = parity_sides(p, even, odd);
+    let cols = p.cols();
     for iy in 0..g.h {
-        let r = (iy + g.pad) * cols;
+        let r = iy + g.pad;
+        let (even, odd) = quarter_pair(p, quarters, r % 2);
+        let (first, second, f0, s0) = parity_sides(p, even, odd);
+        let at = (r / 2) * cols;
         let src = &x[iy * g.w..][..g.w];
-        let (f, s) = (&mut first[r + f0..r + cols], &mut second[r + s0..r + cols]);
+        let (f, s) = (
+            &mut first[at + f0..at + cols],
+            &mut second[at + s0..at + cols],
+        );
         let mut pairs = src.chunks_exact(2);
         for ((pair, f), s) in (&mut pairs).zip(f.iter_mut()).zip(s.iter_mut()) {
             *f = pair[0];
@@ -257,17 +281,19 @@ fn split_plane(p: &Plan, x: &[f32], even: &mut [f32], odd: &mut [f32]) {
     }
 }
 
-/// Adds `even` and `odd` (see [`parity_sides`]) into one input gradient
+/// Adds the four quarters (see [`split_plane`]) into one input gradient
 /// plane, leaving out the padding.
 #[inline(always)]
-fn merge_plane(p: &Plan, even: &mut [f32], odd: &mut [f32], dx: &mut [f32]) {
+fn merge_plane(p: &Plan, quarters: &mut [f32], dx: &mut [f32]) {
     let g = &p.g;
-    let cols = p.tw + 1;
-    let (first, second, f0, s0) = parity_sides(p, even, odd);
+    let cols = p.cols();
     for iy in 0..g.h {
-        let r = (iy + g.pad) * cols;
+        let r = iy + g.pad;
+        let (even, odd) = quarter_pair(p, quarters, r % 2);
+        let (first, second, f0, s0) = parity_sides(p, even, odd);
+        let at = (r / 2) * cols;
         let dst = &mut dx[iy * g.w..][..g.w];
-        let (f, s) = (&first[r + f0..r + cols], &second[r + s0..r + cols]);
+        let (f, s) = (&first[at + f0..at + cols], &second[at + s0..at + cols]);
         let mut pairs = dst.chunks_exact_mut(2);
         for ((pair, f), s) in (&mut pairs).zip(f).zip(s) {
             pair[0] += f;
@@ -277,6 +303,13 @@ fn merge_plane(p: &Plan, even: &mut [f32], odd: &mut [f32], dx: &mut [f32]) {
             *last += f[g.w / 2];
         }
     }
+}
+
+/// Where entry `(i, j)` of every tile's window starts in the quarters
+/// (see [`split_plane`]).
+#[inline(always)]
+fn window_run(p: &Plan, i: usize, j: usize) -> usize {
+    (2 * (i % 2) + j % 2) * p.quarter() + (i / 2) * p.cols() + j / 2
 }
 
 /// `dst[o][t] = f(a[t], b[t], c[t], d[t])[o]` for `t < len`: four runs in,
@@ -334,40 +367,30 @@ fn b([v0, v1, v2, v3]: [f32; 4]) -> [f32; 4] {
 /// `V = Bᵀ d B` of every tile of `imgs` images `x` (`[imgs, C, H, W]`) into
 /// `v` (`[16, C, T]`, `T = imgs · tiles`); additions only.
 ///
-/// A channel at a time: each image's plane is split by column parity, so
-/// that the 16 entries of every tile's window, gathered into 16 runs of
-/// one value per tile, are contiguous copies; then `Bᵀ·` down the columns
-/// and `·B` along the rows, loops over the channel's tiles of all images.
+/// A channel at a time: each image's plane is split into quarters, where
+/// the 16 entries of the windows are 16 runs over the image's tiles
+/// (see [`split_plane`]); `Bᵀ·` down the windows' columns reads them
+/// there, then `·B` along the rows runs over the channel's tiles of all
+/// images.
 #[inline(always)]
 pub(super) fn input_transform(p: &Plan, x: &[f32], imgs: usize, v: &mut [f32], work: &mut [f32]) {
     let g = &p.g;
-    let (tpi, tw, t_all) = (p.tpi(), p.tw, p.tiles(imgs));
-    let cols = tw + 1;
-    let side = p.side();
-    let (even, rest) = work.split_at_mut(side);
-    let (odd, rest) = rest.split_at_mut(side);
+    let (tpi, t_all) = (p.tpi(), p.tiles(imgs));
+    let (quarters, rest) = work.split_at_mut(4 * p.quarter());
     let d = &mut rest[..XI * t_all];
     // `split_plane` writes the same entries for every plane: the others
     // (the padding) stay zero.
-    even.fill(0.0);
-    odd.fill(0.0);
+    quarters.fill(0.0);
     for c in 0..g.c {
-        for n in 0..imgs {
-            split_plane(p, &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w], even, odd);
-            // Run i·4 + j holds the windows' entries (i, j): padded row
-            // 2·ty + i, padded column 2·tx + j.
-            for (xi, run) in d.chunks_exact_mut(t_all).enumerate() {
-                let (i, j) = (xi / 4, xi % 4);
-                let src = if j % 2 == 0 { &*even } else { &*odd };
-                for (ty, dst) in run[n * tpi..][..tpi].chunks_exact_mut(tw).enumerate() {
-                    copy_short(dst, &src[(2 * ty + i) * cols + j / 2..][..tw]);
-                }
-            }
-        }
         let mut rs: [&mut [f32]; XI] = split::<XI>(d, t_all);
-        for j in 0..4 {
-            let [r0, r1, r2, r3] = rs_column(&mut rs, j);
-            map4_in_place([r0, r1, r2, r3], t_all, bt);
+        for n in 0..imgs {
+            split_plane(p, &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w], quarters);
+            let q = &*quarters;
+            for j in 0..4 {
+                let src: [&[f32]; 4] = std::array::from_fn(|i| &q[window_run(p, i, j)..][..tpi]);
+                let dst = rs_column(&mut rs, j).map(|r| &mut r[n * tpi..][..tpi]);
+                map4(src, dst, tpi, bt);
+            }
         }
         let rs: [&[f32]; XI] = rs.map(|r| &*r);
         let mut out = runs_mut(v, g.c * t_all, c * t_all, t_all).into_iter();
@@ -394,7 +417,7 @@ fn rs_column<'a>(rs: &'a mut [&mut [f32]; XI], j: usize) -> [&'a mut [f32]; 4] {
 /// `dd = B dV Bᵀ` of every tile, added into the input gradient `dx`
 /// (`[imgs, C, H, W]`, zeroed by the caller) where it falls inside the
 /// image. Neighbouring windows overlap by two rows and two columns; their
-/// entries add up in the plane's parity split (see [`input_transform`]).
+/// entries add up in the plane's quarters (see [`split_plane`]).
 #[inline(always)]
 pub(super) fn input_transform_adjoint(
     p: &Plan,
@@ -404,11 +427,8 @@ pub(super) fn input_transform_adjoint(
     work: &mut [f32],
 ) {
     let g = &p.g;
-    let (tpi, tw, t_all) = (p.tpi(), p.tw, p.tiles(imgs));
-    let cols = tw + 1;
-    let side = p.side();
-    let (even, rest) = work.split_at_mut(side);
-    let (odd, rest) = rest.split_at_mut(side);
+    let (tpi, t_all) = (p.tpi(), p.tiles(imgs));
+    let (quarters, rest) = work.split_at_mut(4 * p.quarter());
     let dd = &mut rest[..XI * t_all];
     for c in 0..g.c {
         {
@@ -426,19 +446,16 @@ pub(super) fn input_transform_adjoint(
             }
         }
         for n in 0..imgs {
-            even.fill(0.0);
-            odd.fill(0.0);
+            quarters.fill(0.0);
             for (xi, run) in dd.chunks_exact(t_all).enumerate() {
-                let (i, j) = (xi / 4, xi % 4);
-                let dst = if j % 2 == 0 { &mut *even } else { &mut *odd };
-                for (ty, src) in run[n * tpi..][..tpi].chunks_exact(tw).enumerate() {
-                    add_short(&mut dst[(2 * ty + i) * cols + j / 2..][..tw], src);
+                let dst = &mut quarters[window_run(p, xi / 4, xi % 4)..][..tpi];
+                for (a, bb) in dst.iter_mut().zip(&run[n * tpi..][..tpi]) {
+                    *a += bb;
                 }
             }
             merge_plane(
                 p,
-                even,
-                odd,
+                quarters,
                 &mut dx[(n * g.c + c) * g.h * g.w..][..g.h * g.w],
             );
         }
@@ -491,7 +508,7 @@ pub(super) fn output_transform(
             let plane = &mut y[(n * g.oc + o) * g.oh * g.ow..][..g.oh * g.ow];
             for oy in 0..g.oh {
                 let (ty, r) = (oy / 2, oy % 2);
-                let at = n * tpi + ty * tw;
+                let at = n * tpi + ty * p.cols();
                 let left = &quad[2 * r * t_all + at..][..tw];
                 let right = &quad[(2 * r + 1) * t_all + at..][..tw];
                 for ((pair, &a), &bb) in row.chunks_exact_mut(2).zip(left).zip(right) {
@@ -525,7 +542,7 @@ pub(super) fn output_transform_adjoint(
             let plane = &dy[(n * g.oc + o) * g.oh * g.ow..][..g.oh * g.ow];
             for oy in 0..g.oh {
                 let (ty, r) = (oy / 2, oy % 2);
-                let at = n * tpi + ty * tw;
+                let at = n * tpi + ty * p.cols();
                 let (left, right) = quad[2 * r * t_all..].split_at_mut(t_all);
                 let (left, right) = (&mut left[at..][..tw], &mut right[at..][..tw]);
                 let mut pairs = plane[oy * g.ow..][..g.ow].chunks_exact(2);
