@@ -1076,6 +1076,60 @@ mod tests {
         }
     }
 
+    /// The output and all three gradients, flat, of one convolution with
+    /// ReLU on fixed data.
+    fn conv_and_gradients(shape: (usize, usize, usize, usize), p: Conv2dParams) -> Vec<Vec<f32>> {
+        let (n, c, hw, oc) = shape;
+        let d = Device::Cpu;
+        let mut rng = SeededRng::new(9);
+        let x = Var::from_tensor(&rng.normal((n, c, hw, hw), 0.0, 1.0, &d).unwrap()).unwrap();
+        let w = Var::from_tensor(&rng.normal((oc, c, 3, 3), 0.0, 0.1, &d).unwrap()).unwrap();
+        let b = Var::from_tensor(&rng.normal(oc, 0.0, 1.0, &d).unwrap()).unwrap();
+        let y = conv2d_relu(&x, &w, Some(&b), p).unwrap();
+        let r = rng.normal(y.shape(), 0.0, 1.0, &d).unwrap();
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![flat(&y)];
+        out.extend([&x, &w, &b].map(|v| flat(grads.get(v).unwrap())));
+        out
+    }
+
+    #[test]
+    fn same_bytes_on_any_thread_count_and_from_a_pool_worker() {
+        // The backward tasks' partials add up in a fixed order, and the
+        // calling thread's scratch is borrowed across the parallel loop: a
+        // calling thread that is itself a pool worker (inside `install`)
+        // runs tasks with scratch of their own.
+        for (shape, p) in [
+            (
+                (37, 32, 12, 64),
+                Conv2dParams {
+                    stride: 1,
+                    padding: 0,
+                },
+            ),
+            (
+                (37, 3, 12, 8),
+                Conv2dParams {
+                    stride: 2,
+                    padding: 1,
+                },
+            ),
+        ] {
+            let want = conv_and_gradients(shape, p);
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let got = pool.install(|| conv_and_gradients(shape, p));
+                for (what, (a, b)) in ["y", "dx", "dw", "db"].iter().zip(want.iter().zip(&got)) {
+                    let same = a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits());
+                    assert!(same, "{what} of {shape:?} differs on {threads} threads");
+                }
+            }
+        }
+    }
+
     #[test]
     fn constant_weights_get_no_gradient_work() {
         let d = Device::Cpu;
