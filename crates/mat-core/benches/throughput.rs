@@ -61,21 +61,35 @@ static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
 static PEAK_ALLOCATED: AtomicIsize = AtomicIsize::new(0);
 
-// SAFETY: every call goes to mimalloc unchanged; the counters only observe.
+/// Adds `bytes` (negative: freed) to the count, when counting.
+fn count(bytes: isize) {
+    if COUNTING.load(Relaxed) {
+        let now = ALLOCATED.fetch_add(bytes, Relaxed) + bytes;
+        PEAK_ALLOCATED.fetch_max(now, Relaxed);
+    }
+}
+
+// SAFETY: every call goes to mimalloc unchanged (`realloc` and
+// `alloc_zeroed` too, so that mimalloc still grows blocks in place); the
+// counters only observe.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            let size = layout.size() as isize;
-            let now = ALLOCATED.fetch_add(size, Relaxed) + size;
-            PEAK_ALLOCATED.fetch_max(now, Relaxed);
-        }
+        count(layout.size() as isize);
         mimalloc::MiMalloc.alloc(layout)
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        mimalloc::MiMalloc.alloc_zeroed(layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if COUNTING.load(Relaxed) {
-            ALLOCATED.fetch_sub(layout.size() as isize, Relaxed);
-        }
+        count(-(layout.size() as isize));
         mimalloc::MiMalloc.dealloc(ptr, layout)
     }
 }
@@ -681,7 +695,13 @@ fn main() -> Res<()> {
     wrn.measure(runs, &mut reference, req, |r| wrn_steps(r as u64), |_| {})?;
 
     let exe = std::env::current_exe()?;
+    // The probe runs the same convolution path (`--conv`) as the workloads.
+    let conv: Vec<&String> = match args.iter().position(|a| a == "--conv") {
+        Some(i) => args[i..(i + 2).min(args.len())].iter().collect(),
+        None => Vec::new(),
+    };
     let mem = Command::new(exe)
+        .args(conv)
         .arg("--memory-probe")
         .output()
         .ok()

@@ -202,7 +202,7 @@ thread_local! {
 /// SmallCNN's layer sizes one by one, and each left freed memory behind
 /// that the allocator keeps mapped (`alloc::keep_freed_memory`) and reuses
 /// badly: a 5-epoch training run peaked at 212-222 MB with Winograd and
-/// 198-200 MB with im2col before, against the live data's 112 MB.
+/// 198-200 MB with im2col before, while its allocations peaked at 113 MB.
 const MIN_SCRATCH: usize = 1 << 19;
 
 /// Runs `f` on this thread's scratch buffer of `len` elements (contents
