@@ -481,7 +481,8 @@ impl Workload {
 fn main() -> Res<()> {
     mat_core::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
-    COUNTING.store(args.iter().any(|a| a == "--memory-probe"), Relaxed);
+    let memory_probe = args.iter().any(|a| a == "--memory-probe");
+    COUNTING.store(memory_probe, Relaxed);
     let dd = DataDir::locate();
     let ds = data::load(&dd, "mnist-10k")?;
     // `--conv im2col`: the 3x3 stride-1 convolutions through im2col instead
@@ -497,7 +498,7 @@ fn main() -> Res<()> {
             return Err(format!("--conv: expected winograd or im2col, got {other:?}").into())
         }
     }
-    if args.iter().any(|a| a == "--memory-probe") {
+    if memory_probe {
         // Child process: a 5-epoch run, then its peak resident memory and
         // the peak of its allocations (counted from the start of `main`).
         train_epoch(&ds.train, 0, 5)?;

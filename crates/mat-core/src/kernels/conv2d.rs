@@ -332,9 +332,7 @@ fn backward_tasks(
         // same sums in the same order as from zero.
         let (sum, rest) = parts.split_at_mut(stride);
         for part in rest.chunks(stride) {
-            for (a, b) in sum.iter_mut().zip(part) {
-                *a += b;
-            }
+            add_short(sum, part);
         }
         finish(&sum[..partial_len + nb]);
     })

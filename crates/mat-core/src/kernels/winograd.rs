@@ -25,8 +25,8 @@
 //! against candle.
 
 use super::conv2d::Geom;
-use super::copy_short;
 use super::gemm::{sgemm, Mat};
+use super::{add_short, copy_short};
 
 /// Tiles per product: images are grouped until a group holds about this
 /// many, so that SmallCNN's later layers (25 and 16 tiles an image) still
@@ -462,9 +462,7 @@ pub(super) fn input_transform_adjoint(
             quarters.fill(0.0);
             for (xi, run) in dd.chunks_exact(t_all).enumerate() {
                 let dst = &mut quarters[window_run(p, xi / 4, xi % 4)..][..tpi];
-                for (a, bb) in dst.iter_mut().zip(&run[n * tpi..][..tpi]) {
-                    *a += bb;
-                }
+                add_short(dst, &run[n * tpi..][..tpi]);
             }
             merge_plane(
                 p,
