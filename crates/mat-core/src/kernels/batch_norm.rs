@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, lane_sum, par_buffer, vectorized, LANES};
+use super::{f32_slice, lane_sum, par_buffer, parameter_gradient, vectorized, LANES};
 
 /// The batch's per-channel statistics, kept for the backward pass and for
 /// the running averages.
@@ -207,8 +207,8 @@ impl CustomOp3 for BnTrain {
         let c = op.gamma.len();
         let flat = x.apply_op3_no_bwd(y, &dy.contiguous()?, &op)?;
         let dx = flat.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
-        let dgamma = flat.narrow(0, x.elem_count(), c)?.reshape(w.shape())?;
-        let dbeta = flat.narrow(0, x.elem_count() + c, c)?.reshape(b.shape())?;
+        let dgamma = parameter_gradient(&flat, x.elem_count(), w)?;
+        let dbeta = parameter_gradient(&flat, x.elem_count() + c, b)?;
         Ok((
             x.track_op().then_some(dx),
             w.track_op().then_some(dgamma),
@@ -377,6 +377,12 @@ mod tests {
             let b = Var::from_slice(&bv, c, &d).unwrap();
             let (y, _) = batch_norm_train(&x, &g, &b, 1e-5, relu).unwrap();
             let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            // Views into the flat output would keep x's gradient alive
+            // with them (see `parameter_gradient`).
+            for v in [&g, &b] {
+                let grad = grads.get(v).unwrap();
+                assert_eq!(crate::kernels::storage_len(grad), grad.elem_count());
+            }
             let fd = |which: usize, i: usize| -> f32 {
                 let mut args = [xv.clone(), gv.clone(), bv.clone()];
                 args[which][i] += h_step;

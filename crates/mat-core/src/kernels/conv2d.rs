@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::gemm::{sgemm, Mat};
 use super::relu::mask_by_output;
 use super::winograd::{self, Plan};
-use super::{add_short, copy_short, f32_slice, lane_sum, par_buffer, vectorized, zeroed};
+use super::{
+    add_short, copy_short, f32_slice, lane_sum, par_buffer, parameter_gradient, vectorized, zeroed,
+};
 
 /// Stride and symmetric zero padding; dilation 1, one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,22 +491,26 @@ impl CustomOp3 for Conv2dOp {
             relu_out: self.relu.then(|| y.clone()),
         };
         let flat = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
-        let mut at = 0;
-        let mut take = |want: bool, like: &Tensor| -> candle_core::Result<Option<Tensor>> {
-            if !want {
-                return Ok(None);
-            }
-            let t = flat
-                .narrow(0, at, like.elem_count())?
-                .reshape(like.shape())?;
-            at += like.elem_count();
-            Ok(Some(t))
+        // `[dx..., dw..., db...]`, the unwanted left out: dx stays a view,
+        // dw and db are copied out (see `parameter_gradient`).
+        let n_dx = if op.want_dx { x.elem_count() } else { 0 };
+        let n_dw = if op.want_dw { w.elem_count() } else { 0 };
+        let dx = if op.want_dx {
+            Some(flat.narrow(0, 0, n_dx)?.reshape(x.shape())?)
+        } else {
+            None
         };
-        Ok((
-            take(op.want_dx, x)?,
-            take(op.want_dw, w)?,
-            take(op.want_db, b)?,
-        ))
+        let dw = if op.want_dw {
+            Some(parameter_gradient(&flat, n_dx, w)?)
+        } else {
+            None
+        };
+        let db = if op.want_db {
+            Some(parameter_gradient(&flat, n_dx + n_dw, b)?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
     }
 }
 
@@ -1124,6 +1130,35 @@ mod tests {
                     let same = a.iter().zip(b).all(|(u, v)| u.to_bits() == v.to_bits());
                     assert!(same, "{what} of {shape:?} differs on {threads} threads");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn parameter_gradients_do_not_keep_the_input_gradient_alive() {
+        // The gradients of w and b are cut from the same flat output as x's;
+        // as views they kept its storage, x's gradient included, alive for
+        // as long as SGD's momentum buffer held them.
+        let d = Device::Cpu;
+        let mut rng = SeededRng::new(8);
+        for c in [3, 16] {
+            // im2col, then Winograd.
+            let x = Var::from_tensor(&rng.normal((2, c, 6, 6), 0.0, 1.0, &d).unwrap()).unwrap();
+            let w = Var::from_tensor(&rng.normal((4, c, 3, 3), 0.0, 1.0, &d).unwrap()).unwrap();
+            let b = Var::from_tensor(&rng.normal(4, 0.0, 1.0, &d).unwrap()).unwrap();
+            let g = conv2d_relu(&x, &w, Some(&b), Conv2dParams::default())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, v) in [("w", &w), ("b", &b)] {
+                let grad = g.get(v).unwrap();
+                assert_eq!(
+                    crate::kernels::storage_len(grad),
+                    grad.elem_count(),
+                    "the gradient of {name} ({c} channels) shares a larger storage"
+                );
             }
         }
     }
