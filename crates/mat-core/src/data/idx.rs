@@ -156,9 +156,9 @@ fn payload<T>(path: &Path, header_len: u64, len: usize, f: impl Fn(u8) -> T) -> 
 /// `n` checked `h`x`w` images as `(N, 1, H, W)` f32 in [0, 1], in one pass
 /// over the bytes. candle-datasets' loader converts to f32 and then
 /// scales: two full-size f32 copies, one freed at once (25 MB for
-/// `mnist-10k`, 188 MB for MNIST), which the allocator keeps mapped
-/// (`alloc::keep_freed_memory`). The values are its: `v · (1/255 as f32)`,
-/// its `affine` (a test compares the bytes).
+/// `mnist-10k`'s training split, 188 MB for MNIST's), which the allocator
+/// keeps mapped (`alloc::keep_freed_memory`). The values are its:
+/// `v · (1/255 as f32)`, its `affine` (a test compares the bytes).
 fn read_images(path: &Path, n: usize, h: usize, w: usize) -> Result<Tensor> {
     let scale = (1.0f64 / 255.0) as f32;
     let pixels = payload(path, 16, n * h * w, |b| f32::from(b) * scale)?;
