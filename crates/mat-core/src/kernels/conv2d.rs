@@ -240,12 +240,13 @@ fn chunk(n: usize) -> usize {
 const BWD_IMAGES_PER_TASK: usize = 16;
 
 /// One task of the backward pass: images `first..last`, their part of
-/// the input gradient (zeroed), the task's own partial weight gradient
-/// and bias gradient (zeroed) and its scratch.
+/// the input gradient (uninitialised: each path zeroes it or writes every
+/// element), the task's own partial weight gradient and bias gradient
+/// (zeroed) and its scratch.
 struct BwdTask<'a> {
     first: usize,
     last: usize,
-    dx: Option<&'a mut [f32]>,
+    dx: Option<&'a mut [MaybeUninit<f32>]>,
     dw: &'a mut [f32],
     db: &'a mut [f32],
     scratch: &'a mut [f32],
@@ -310,7 +311,6 @@ fn backward_tasks(
             .for_each(|(t, (dx, part))| {
                 let (dw, rest) = part.split_at_mut(partial_len);
                 let (first, last) = (t * per, ((t + 1) * per).min(g.n));
-                let dx = dx.map(zeroed);
                 with_cols(scratch_len, |scratch| {
                     vectorized(
                         #[inline(always)]
@@ -638,7 +638,8 @@ impl CustomOp3 for Conv2dBwd {
                 #[inline(always)]
                 |task, _| {
                     let (cols, masked) = task.scratch.split_at_mut(k * p);
-                    let mut dx_task = task.dx;
+                    // col2im adds the columns' overlapping windows.
+                    let mut dx_task = task.dx.map(zeroed);
                     for i in task.first..task.last {
                         let dy_i = output_gradient(&g, dy, mask, i..i + 1, masked, task.db);
                         if self.want_dw {

@@ -25,6 +25,8 @@
 //! against candle.
 
 use super::conv2d::Geom;
+use std::mem::MaybeUninit;
+
 use super::gemm::{sgemm, Mat};
 use super::{add_short, copy_short};
 
@@ -290,10 +292,11 @@ fn split_plane(p: &Plan, x: &[f32], quarters: &mut [f32]) {
     }
 }
 
-/// Adds the four quarters (see [`split_plane`]) into one input gradient
-/// plane, leaving out the padding.
+/// Writes the four quarters (see [`split_plane`]) into one input gradient
+/// plane, every element, leaving out the padding: the plane needs no
+/// zeroing first.
 #[inline(always)]
-fn merge_plane(p: &Plan, quarters: &mut [f32], dx: &mut [f32]) {
+fn merge_plane(p: &Plan, quarters: &mut [f32], dx: &mut [MaybeUninit<f32>]) {
     let g = &p.g;
     let cols = p.cols();
     for iy in 0..g.h {
@@ -303,13 +306,15 @@ fn merge_plane(p: &Plan, quarters: &mut [f32], dx: &mut [f32]) {
         let at = (r / 2) * cols;
         let dst = &mut dx[iy * g.w..][..g.w];
         let (f, s) = (&first[at + f0..at + cols], &second[at + s0..at + cols]);
+        // Every element is written (the zip below would stop early otherwise).
+        assert!(f.len() >= g.w.div_ceil(2) && s.len() >= g.w / 2);
         let mut pairs = dst.chunks_exact_mut(2);
         for ((pair, f), s) in (&mut pairs).zip(f).zip(s) {
-            pair[0] += f;
-            pair[1] += s;
+            pair[0] = MaybeUninit::new(*f);
+            pair[1] = MaybeUninit::new(*s);
         }
         if let [last] = pairs.into_remainder() {
-            *last += f[g.w / 2];
+            *last = MaybeUninit::new(f[g.w / 2]);
         }
     }
 }
@@ -427,16 +432,16 @@ fn rs_column<'a>(rs: &'a mut [&mut [f32]; XI], j: usize) -> [&'a mut [f32]; 4] {
     .map(|r| &mut **r)
 }
 
-/// `dd = B dV Bᵀ` of every tile, added into the input gradient `dx`
-/// (`[imgs, C, H, W]`, zeroed by the caller) where it falls inside the
-/// image. Neighbouring windows overlap by two rows and two columns; their
+/// `dd = B dV Bᵀ` of every tile, written into the input gradient `dx`
+/// (`[imgs, C, H, W]`, every element) where it falls inside the image.
+/// Neighbouring windows overlap by two rows and two columns; their
 /// entries add up in the plane's quarters (see [`split_plane`]).
 #[inline(always)]
 pub(super) fn input_transform_adjoint(
     p: &Plan,
     dv: &[f32],
     imgs: usize,
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
     work: &mut [f32],
 ) {
     let g = &p.g;
