@@ -685,7 +685,9 @@ impl CustomOp3 for Conv2dBwd {
                 },
             );
         }
-        // SAFETY: dw and db were zeroed above, and every chunk of dx by its task.
+        // SAFETY: dw and db were zeroed above; every task wrote its chunk of
+        // dx whole (Winograd's `merge_plane` writes every element of each
+        // plane; the im2col path zeroes its chunk first).
         unsafe { out.set_len(nx + nw + nb) };
         Ok((CpuStorage::F32(out), Shape::from(nx + nw + nb)))
     }

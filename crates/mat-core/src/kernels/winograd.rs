@@ -24,9 +24,9 @@
 //! before the products); the tests hold both paths to the same tolerance
 //! against candle.
 
-use super::conv2d::Geom;
 use std::mem::MaybeUninit;
 
+use super::conv2d::Geom;
 use super::gemm::{sgemm, Mat};
 use super::{add_short, copy_short};
 
