@@ -11,6 +11,10 @@ use crate::error::{Error, IoContext, Result};
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
+/// Header bytes of an images file (magic, count, rows, columns) and of a
+/// labels file (magic, count).
+const IMAGES_HEADER: usize = 16;
+const LABELS_HEADER: usize = 8;
 
 /// Checks an IDX file's magic, dimensions and length; returns its item count.
 ///
@@ -19,7 +23,11 @@ pub const LABELS_MAGIC: u32 = 0x0000_0801;
 pub fn check_idx(path: &Path, magic: u32, image_hw: Option<(usize, usize)>) -> Result<usize> {
     let mut f = std::fs::File::open(path).at(path)?;
     let len = f.metadata().at(path)?.len();
-    let header_len = if image_hw.is_some() { 16 } else { 8 };
+    let header_len = if image_hw.is_some() {
+        IMAGES_HEADER
+    } else {
+        LABELS_HEADER
+    };
     let mut header = Vec::with_capacity(header_len);
     (&mut f)
         .take(header_len as u64)
@@ -140,9 +148,9 @@ pub fn load_idx_dir(
 
 /// The `len` bytes after a checked IDX file's `header_len`-byte header,
 /// each mapped through `f`, read in blocks: no copy of the whole payload.
-fn payload<T>(path: &Path, header_len: u64, len: usize, f: impl Fn(u8) -> T) -> Result<Vec<T>> {
+fn payload<T>(path: &Path, header_len: usize, len: usize, f: impl Fn(u8) -> T) -> Result<Vec<T>> {
     let mut file = std::fs::File::open(path).at(path)?;
-    file.seek(SeekFrom::Start(header_len)).at(path)?;
+    file.seek(SeekFrom::Start(header_len as u64)).at(path)?;
     let mut out = Vec::with_capacity(len);
     let mut block = vec![0u8; 1 << 16];
     while out.len() < len {
@@ -161,13 +169,13 @@ fn payload<T>(path: &Path, header_len: u64, len: usize, f: impl Fn(u8) -> T) -> 
 /// `v · (1/255 as f32)`, its `affine` (a test compares the bytes).
 fn read_images(path: &Path, n: usize, h: usize, w: usize) -> Result<Tensor> {
     let scale = (1.0f64 / 255.0) as f32;
-    let pixels = payload(path, 16, n * h * w, |b| f32::from(b) * scale)?;
+    let pixels = payload(path, IMAGES_HEADER, n * h * w, |b| f32::from(b) * scale)?;
     Ok(Tensor::from_vec(pixels, (n, 1, h, w), &Device::Cpu)?)
 }
 
 /// `n` checked labels as u32.
 fn read_labels(path: &Path, n: usize) -> Result<Tensor> {
-    let labels = payload(path, 8, n, u32::from)?;
+    let labels = payload(path, LABELS_HEADER, n, u32::from)?;
     Ok(Tensor::from_vec(labels, n, &Device::Cpu)?)
 }
 
