@@ -80,7 +80,7 @@ inspect FILE:
 # Installs PyTorch and torchattacks from PyPI if missing (torchattacks
 # without its declared dependencies: it pins an old `requests` that it does
 # not import, and needs no torchvision to run).
-bench threads="2" runs="3":
+bench threads="2" runs="3" train_runs="9":
     python3 -c "import torch, numpy" 2>/dev/null || python3 -m pip install --quiet torch numpy
     python3 -c "import torchattacks, safetensors" 2>/dev/null || { python3 -m pip install --quiet scipy tqdm safetensors && python3 -m pip install --quiet --no-deps torchattacks; }
-    RAYON_NUM_THREADS={{threads}} cargo bench -p mat-core --bench throughput -- --runs {{runs}}
+    RAYON_NUM_THREADS={{threads}} cargo bench -p mat-core --bench throughput -- --runs {{runs}} --train-runs {{train_runs}}

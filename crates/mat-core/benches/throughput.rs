@@ -2,9 +2,11 @@
 //! on the same machine, data, batch sizes and thread count, written to
 //! BENCHMARKS.md.
 //!
-//! Measured (min and median of `--runs`, default 3), each workload's runs
-//! interleaved with PyTorch's (mat, PyTorch, then PyTorch, mat, ...), so
-//! that the machine's drift hits both sides alike:
+//! Measured (min and median of `--runs`, default 3; `--train-runs`,
+//! default 9, for SmallCNN training; training after one untimed warm-up
+//! run per side), each workload's runs interleaved with PyTorch's (mat,
+//! PyTorch, then PyTorch, mat, ...), so that the machine's drift hits both
+//! sides alike:
 //! - natural SmallCNN training, one epoch of mnist-10k's 7,996 training
 //!   images, batch 128, SGD lr 0.01 momentum 0.9;
 //! - natural VGG (the paper's MNIST net) training on 2,560 of them, the same
@@ -414,6 +416,12 @@ struct Workload {
     /// PyTorch's seconds per run, or why it has none.
     torch: Result<Vec<f64>, String>,
     flops_per_image: f64,
+    /// One untimed run per side before the timed ones. PyTorch's first
+    /// SmallCNN epoch in a process took 1.0-2.1x as long as its later ones
+    /// (six benches on one machine: 4.0-6.7 s against 2.6-4.2), mat's
+    /// 0.97-1.13x; kept as one of three timed runs, it made PyTorch's
+    /// median that of its slower steady epoch.
+    warmup: bool,
 }
 
 impl Workload {
@@ -425,12 +433,21 @@ impl Workload {
             seconds: Vec::new(),
             torch: Ok(Vec::new()),
             flops_per_image,
+            warmup: false,
         }
+    }
+
+    /// With one untimed run per side first (see [`Workload::warmup`]).
+    fn warmed_up(mut self) -> Self {
+        self.warmup = true;
+        self
     }
 
     /// `runs` runs of `ours` and of the reference's `request` (with `run`
     /// added), alternating which side goes first; `answer` sees each of
-    /// the reference's answers.
+    /// the reference's answers. A warm-up (see [`Workload::warmup`]) runs
+    /// both sides once first with the seed of run 0, its times printed
+    /// and not kept.
     fn measure(
         &mut self,
         runs: usize,
@@ -439,6 +456,25 @@ impl Workload {
         mut ours: impl FnMut(usize) -> Res<f64>,
         mut answer: impl FnMut(&serde_json::Value),
     ) -> Res<()> {
+        if self.warmup {
+            let s = ours(0)?;
+            eprintln!("{} warm-up: mat {s:.2} s (not kept)", self.key);
+            if let (Ok(r), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) {
+                let mut req = request.clone();
+                req["run"] = 0.into();
+                match r.ask(req) {
+                    Ok(a) => eprintln!(
+                        "{} warm-up: PyTorch {:.2} s (not kept)",
+                        self.key,
+                        a["seconds"].as_f64().unwrap_or(f64::NAN)
+                    ),
+                    Err(e) => {
+                        eprintln!("{}: PyTorch not measured: {e}", self.key);
+                        self.torch = Err(e);
+                    }
+                }
+            }
+        }
         for r in 0..runs {
             for side in [r % 2, 1 - r % 2] {
                 if side == 0 {
@@ -510,13 +546,13 @@ fn main() -> Res<()> {
         );
         return Ok(());
     }
-    let runs: usize = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(3);
+    let runs = count_arg(&args, "--runs", 3)?;
+    // SmallCNN training, the cheapest workload (about 7 s a pair) and the
+    // one whose PyTorch side varies most between runs (its steady epochs
+    // ranged over 2.6-4.2 s in six benches on one machine), gets more runs.
+    let train_runs = count_arg(&args, "--train-runs", 9)?;
     let threads = rayon::current_num_threads();
-    eprintln!("bench: {threads} threads, {runs} runs");
+    eprintln!("bench: {threads} threads, {runs} runs ({train_runs} for SmallCNN training)");
     // `--profile train|vgg|pgd|wrn|autoattack`: that workload alone, nothing written,
     // for running under a profiler (`perf record`).
     if let Some(w) = args
@@ -547,10 +583,11 @@ fn main() -> Res<()> {
         n_train,
         // forward + input and weight gradients
         3.0 * SMALLCNN_FWD_FLOPS,
-    );
+    )
+    .warmed_up();
     let mut trained = None;
     train.measure(
-        runs,
+        train_runs,
         &mut reference,
         json("train"),
         |r| {
@@ -568,7 +605,8 @@ fn main() -> Res<()> {
         "VGG (paper's MNIST net) training, batch 128, 2,560 images",
         VGG_IMAGES,
         3.0 * VGG_FWD_FLOPS,
-    );
+    )
+    .warmed_up();
     let mut req = json("vgg");
     req["images"] = VGG_IMAGES.into();
     vgg.measure(
@@ -729,7 +767,7 @@ fn main() -> Res<()> {
         },
     };
     let workloads = [train, vgg, pgd, aa, wrn];
-    write_report(&workloads, threads, runs, gemm, mem, aa_robust, &torch)
+    write_report(&workloads, threads, gemm, mem, aa_robust, &torch)
 }
 
 /// What the report says of the reference beside the table.
@@ -751,6 +789,21 @@ fn stage_autoattack() -> Res<(AttackSpec, Box<dyn Attack>)> {
     )?;
     let attack = spec.build(0.3, Context { objective: None })?;
     Ok((spec, attack))
+}
+
+/// The value of `flag` in `args`, a count of at least 1, or `default`
+/// where it is not given.
+fn count_arg(args: &[String], flag: &str, default: usize) -> Res<usize> {
+    let Some(i) = args.iter().position(|a| a == flag) else {
+        return Ok(default);
+    };
+    match args.get(i + 1) {
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("{flag}: expected a count of at least 1, got {v:?}").into()),
+        },
+        None => Err(format!("{flag}: expected a count of at least 1, got nothing").into()),
+    }
 }
 
 fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
@@ -817,7 +870,6 @@ fn profile_one(workload: &str, ds: &data::Dataset, runs: usize) -> Res<()> {
 fn write_report(
     workloads: &[Workload],
     threads: usize,
-    runs: usize,
     gemm: f64,
     mem: Option<Memory>,
     aa_robust: f64,
@@ -843,12 +895,14 @@ fn write_report(
     )?;
     writeln!(
         md,
-        "Throughput in images/s: best (min time) and median of {runs} runs per side. \
-         Each workload's runs alternate between mat and PyTorch (mat first in even runs, \
-         PyTorch first in odd ones), so that the machine's drift hits both.\n"
+        "Throughput in images/s: best (min time) and median of the runs per side (the runs \
+         column). Each workload's runs alternate between mat and PyTorch (mat first in even \
+         runs, PyTorch first in odd ones), so that the machine's drift hits both. Where the \
+         runs column says \"+ warm-up\", each side ran once more first, untimed: a process's \
+         first epoch runs slower, PyTorch's most.\n"
     )?;
-    writeln!(md, "| workload | mat best | mat median | PyTorch best | PyTorch median | mat/PyTorch (median) | GEMM-bound limit |")?;
-    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    writeln!(md, "| workload | runs | mat best | mat median | PyTorch best | PyTorch median | mat/PyTorch (median) | GEMM-bound limit |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     let mut ratios = HashMap::new();
     for w in workloads {
         let (best, med) = tput(w.images, &w.seconds);
@@ -863,8 +917,10 @@ fn write_report(
         let limit = gemm * 1e9 / w.flops_per_image;
         writeln!(
             md,
-            "| {} | {best:.1} | {med:.1} | {tb} | {tm} | {ratio:.2} | {limit:.0} |",
-            w.name
+            "| {} | {}{} | {best:.1} | {med:.1} | {tb} | {tm} | {ratio:.2} | {limit:.0} |",
+            w.name,
+            w.seconds.len(),
+            if w.warmup { " + warm-up" } else { "" }
         )?;
     }
     writeln!(md)?;
