@@ -3,8 +3,9 @@
 //! BENCHMARKS.md.
 //!
 //! Measured (min and median of `--runs`, default 3; `--train-runs`,
-//! default 9, for SmallCNN training; training after one untimed warm-up
-//! run per side), each workload's runs interleaved with PyTorch's (mat,
+//! default 9, for SmallCNN training, PyTorch's from a fresh process every
+//! third run; training after one untimed warm-up run per side and
+//! process), each workload's runs interleaved with PyTorch's (mat,
 //! PyTorch, then PyTorch, mat, ...), so that the machine's drift hits both
 //! sides alike:
 //! - natural SmallCNN training, one epoch of mnist-10k's 7,996 training
@@ -345,6 +346,8 @@ struct Reference {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     version: String,
+    data_dir: PathBuf,
+    threads: usize,
 }
 
 impl Reference {
@@ -368,6 +371,8 @@ impl Reference {
             stdin,
             stdout,
             version: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            threads,
         };
         let hello = r.read()?;
         r.version = hello["torch"].as_str().unwrap_or("?").to_string();
@@ -386,6 +391,12 @@ impl Reference {
             ));
         }
         serde_json::from_str(&line).map_err(|e| format!("bad JSON from the reference: {e}"))
+    }
+
+    /// A new process in place of this one (which is stopped).
+    fn restart(&mut self) -> Result<(), String> {
+        *self = Self::start(&self.data_dir.clone(), self.threads)?;
+        Ok(())
     }
 
     /// One run of a workload: its answer, or what went wrong.
@@ -422,6 +433,12 @@ struct Workload {
     /// 0.97-1.13x; kept as one of three timed runs, it made PyTorch's
     /// median that of its slower steady epoch.
     warmup: bool,
+    /// A fresh reference process every this many runs, each warmed up
+    /// when `warmup` is set. PyTorch's steady SmallCNN epoch is set per
+    /// process: five processes on one machine ran theirs at 3.6-3.7,
+    /// 3.2-3.4, 2.9, 2.9 and 3.0 s (mat's five: 2.9-3.0 s each), so the
+    /// runs of a single process measure that process's luck.
+    runs_per_reference: Option<usize>,
 }
 
 impl Workload {
@@ -434,6 +451,57 @@ impl Workload {
             torch: Ok(Vec::new()),
             flops_per_image,
             warmup: false,
+            runs_per_reference: None,
+        }
+    }
+
+    /// With a fresh reference process every `runs` runs (see
+    /// [`Workload::runs_per_reference`]).
+    fn reference_restarted_every(mut self, runs: usize) -> Self {
+        self.runs_per_reference = Some(runs);
+        self
+    }
+
+    /// The runs column of the report.
+    fn runs_note(&self) -> String {
+        let mut note = self.seconds.len().to_string();
+        if let Some(k) = self.runs_per_reference {
+            let processes = self.seconds.len().div_ceil(k);
+            if processes > 1 {
+                note += &format!(" (PyTorch's in {processes} processes)");
+            }
+        }
+        if self.warmup {
+            note += if self.runs_per_reference.is_some() {
+                " + warm-up (each process)"
+            } else {
+                " + warm-up"
+            };
+        }
+        note
+    }
+
+    /// An untimed PyTorch run of `request`, its time printed.
+    fn torch_warmup(
+        &mut self,
+        reference: &mut Result<Reference, String>,
+        request: &serde_json::Value,
+    ) {
+        let (Ok(r), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) else {
+            return;
+        };
+        let mut req = request.clone();
+        req["run"] = 0.into();
+        match r.ask(req) {
+            Ok(a) => eprintln!(
+                "{} warm-up: PyTorch {:.2} s (not kept)",
+                self.key,
+                a["seconds"].as_f64().unwrap_or(f64::NAN)
+            ),
+            Err(e) => {
+                eprintln!("{}: PyTorch not measured: {e}", self.key);
+                self.torch = Err(e);
+            }
         }
     }
 
@@ -459,23 +527,21 @@ impl Workload {
         if self.warmup {
             let s = ours(0)?;
             eprintln!("{} warm-up: mat {s:.2} s (not kept)", self.key);
-            if let (Ok(r), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) {
-                let mut req = request.clone();
-                req["run"] = 0.into();
-                match r.ask(req) {
-                    Ok(a) => eprintln!(
-                        "{} warm-up: PyTorch {:.2} s (not kept)",
-                        self.key,
-                        a["seconds"].as_f64().unwrap_or(f64::NAN)
-                    ),
-                    Err(e) => {
+            self.torch_warmup(reference, &request);
+        }
+        for r in 0..runs {
+            if r > 0 && self.runs_per_reference.is_some_and(|k| r % k == 0) {
+                if let (Ok(rf), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) {
+                    eprintln!("{}: a fresh PyTorch process", self.key);
+                    if let Err(e) = rf.restart() {
                         eprintln!("{}: PyTorch not measured: {e}", self.key);
                         self.torch = Err(e);
                     }
                 }
+                if self.warmup {
+                    self.torch_warmup(reference, &request);
+                }
             }
-        }
-        for r in 0..runs {
             for side in [r % 2, 1 - r % 2] {
                 if side == 0 {
                     let s = ours(r)?;
@@ -584,7 +650,8 @@ fn main() -> Res<()> {
         // forward + input and weight gradients
         3.0 * SMALLCNN_FWD_FLOPS,
     )
-    .warmed_up();
+    .warmed_up()
+    .reference_restarted_every(3);
     let mut trained = None;
     train.measure(
         train_runs,
@@ -899,7 +966,8 @@ fn write_report(
          column). Each workload's runs alternate between mat and PyTorch (mat first in even \
          runs, PyTorch first in odd ones), so that the machine's drift hits both. Where the \
          runs column says \"+ warm-up\", each side ran once more first, untimed: a process's \
-         first epoch runs slower, PyTorch's most.\n"
+         first epoch runs slower, PyTorch's most. Where it names PyTorch's processes, a fresh \
+         one served every third run: PyTorch's steady speed differs from process to process.\n"
     )?;
     writeln!(md, "| workload | runs | mat best | mat median | PyTorch best | PyTorch median | mat/PyTorch (median) | GEMM-bound limit |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
@@ -917,10 +985,9 @@ fn write_report(
         let limit = gemm * 1e9 / w.flops_per_image;
         writeln!(
             md,
-            "| {} | {}{} | {best:.1} | {med:.1} | {tb} | {tm} | {ratio:.2} | {limit:.0} |",
+            "| {} | {} | {best:.1} | {med:.1} | {tb} | {tm} | {ratio:.2} | {limit:.0} |",
             w.name,
-            w.seconds.len(),
-            if w.warmup { " + warm-up" } else { "" }
+            w.runs_note(),
         )?;
     }
     writeln!(md)?;
