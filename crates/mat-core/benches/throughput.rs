@@ -651,7 +651,7 @@ fn main() -> Res<()> {
         3.0 * SMALLCNN_FWD_FLOPS,
     )
     .warmed_up()
-    .reference_restarted_every(3);
+    .reference_restarted_every(TRAIN_RUNS_PER_REFERENCE);
     let mut trained = None;
     train.measure(
         train_runs,
@@ -858,6 +858,10 @@ fn stage_autoattack() -> Res<(AttackSpec, Box<dyn Attack>)> {
     Ok((spec, attack))
 }
 
+/// SmallCNN training runs per PyTorch process (see
+/// [`Workload::runs_per_reference`]).
+const TRAIN_RUNS_PER_REFERENCE: usize = 3;
+
 /// The value of `flag` in `args`, a count of at least 1, or `default`
 /// where it is not given.
 fn count_arg(args: &[String], flag: &str, default: usize) -> Res<usize> {
@@ -967,7 +971,8 @@ fn write_report(
          runs, PyTorch first in odd ones), so that the machine's drift hits both. Where the \
          runs column says \"+ warm-up\", each side ran once more first, untimed: a process's \
          first epoch runs slower, PyTorch's most. Where it names PyTorch's processes, a fresh \
-         one served every third run: PyTorch's steady speed differs from process to process.\n"
+         one served every {TRAIN_RUNS_PER_REFERENCE} runs: PyTorch's steady speed differs from \
+         process to process.\n"
     )?;
     writeln!(md, "| workload | runs | mat best | mat median | PyTorch best | PyTorch median | mat/PyTorch (median) | GEMM-bound limit |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
