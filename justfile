@@ -73,13 +73,15 @@ datasets:
 inspect FILE:
     cargo run --release --quiet -- inspect {{FILE}}
 
-# Throughput of mat beside PyTorch CPU on the same data and thread count,
-# and mat's AutoAttack beside torchattacks' members on the same weights with
+# mat's AutoAttack runs beside torchattacks' members on the same weights with
 # the same budget (AutoAttack's 100 steps, not the 10 that torchattacks' own
-# `AutoAttack` class gives them); prints a table and writes BENCHMARKS.md.
-# Installs PyTorch and torchattacks from PyPI if missing (torchattacks
-# without its declared dependencies: it pins an old `requests` that it does
-# not import, and needs no torchvision to run).
+# `AutoAttack` class gives them). PyTorch and torchattacks are installed
+# from PyPI if missing (torchattacks without its declared dependencies: it
+# pins an old `requests` that it does not import, and needs no torchvision
+# to run). Every workload runs RUNS times per side but SmallCNN training,
+# TRAIN_RUNS times, PyTorch's from a fresh process every third run (its
+# speed differs per process).
+# Throughput of mat beside PyTorch CPU (same data, threads); writes BENCHMARKS.md.
 bench threads="2" runs="3" train_runs="9":
     python3 -c "import torch, numpy" 2>/dev/null || python3 -m pip install --quiet torch numpy
     python3 -c "import torchattacks, safetensors" 2>/dev/null || { python3 -m pip install --quiet scipy tqdm safetensors && python3 -m pip install --quiet --no-deps torchattacks; }
