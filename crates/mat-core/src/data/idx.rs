@@ -2,7 +2,7 @@
 //! then loading straight into the tensors the models read.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
@@ -98,52 +98,35 @@ pub fn load_idx_dir(
     class_names: &[String],
 ) -> Result<Dataset> {
     let [_, h, w] = image_shape;
-    let mut counts = Vec::new();
-    for (file, images) in [
-        ("train-images-idx3-ubyte", true),
-        ("train-labels-idx1-ubyte", false),
-        ("t10k-images-idx3-ubyte", true),
-        ("t10k-labels-idx1-ubyte", false),
-    ] {
-        let (magic, hw) = if images {
-            (IMAGES_MAGIC, Some((h, w)))
-        } else {
-            (LABELS_MAGIC, None)
-        };
-        counts.push(check_idx(&dir.join(file), magic, hw)?);
-    }
-    for (split, imgs, labels) in [
-        ("train", counts[0], counts[1]),
-        ("t10k", counts[2], counts[3]),
-    ] {
-        if imgs != labels {
-            return Err(Error::format(
-                dir.join(format!("{split}-labels-idx1-ubyte")),
-                format!("{labels} labels for {imgs} images in {split}-images-idx3-ubyte"),
-            ));
-        }
-    }
-    let split = |images: &str, labels: &str, n: usize| -> Result<Split> {
-        Split::new(
-            read_images(&dir.join(images), n, h, w)?,
-            read_labels(&dir.join(labels), n)?,
-        )
+    // Every file is checked before any is read.
+    let train = checked_split(dir, "train", h, w)?;
+    let test = checked_split(dir, "t10k", h, w)?;
+    let split = |(images, labels, n): (PathBuf, PathBuf, usize)| -> Result<Split> {
+        Split::new(read_images(&images, n, h, w)?, read_labels(&labels, n)?)
     };
-    Dataset::new(
-        name,
-        split(
-            "train-images-idx3-ubyte",
-            "train-labels-idx1-ubyte",
-            counts[0],
-        )?,
-        split(
-            "t10k-images-idx3-ubyte",
-            "t10k-labels-idx1-ubyte",
-            counts[2],
-        )?,
-        class_names.to_vec(),
-        dir,
-    )
+    Dataset::new(name, split(train)?, split(test)?, class_names.to_vec(), dir)
+}
+
+/// The images and labels files of split `prefix` (`train`, `t10k`) in
+/// `dir`, their headers and lengths checked and their counts equal, and
+/// that count.
+fn checked_split(
+    dir: &Path,
+    prefix: &str,
+    h: usize,
+    w: usize,
+) -> Result<(PathBuf, PathBuf, usize)> {
+    let images = dir.join(format!("{prefix}-images-idx3-ubyte"));
+    let labels = dir.join(format!("{prefix}-labels-idx1-ubyte"));
+    let n_images = check_idx(&images, IMAGES_MAGIC, Some((h, w)))?;
+    let n_labels = check_idx(&labels, LABELS_MAGIC, None)?;
+    if n_images != n_labels {
+        return Err(Error::format(
+            &labels,
+            format!("{n_labels} labels for {n_images} images in {prefix}-images-idx3-ubyte"),
+        ));
+    }
+    Ok((images, labels, n_images))
 }
 
 /// The `len` bytes after a checked IDX file's `header_len`-byte header,
@@ -264,6 +247,18 @@ pub(crate) mod tests {
             .to_string();
         assert!(
             err.contains("test label 5 at index 0 is out of range for 2 classes"),
+            "{err}"
+        );
+
+        // Labels that do not match the images in number are refused,
+        // naming the labels file.
+        write_labels(&d.join("t10k-labels-idx1-ubyte"), &[1, 0]);
+        let err = load_idx_dir(d, "tiny", [1, 2, 2], &names)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("t10k-labels-idx1-ubyte")
+                && err.contains("2 labels for 1 images in t10k-images-idx3-ubyte"),
             "{err}"
         );
     }
