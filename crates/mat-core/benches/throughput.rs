@@ -481,27 +481,41 @@ impl Workload {
         note
     }
 
+    /// PyTorch's answer to `request` as run `r`, or `None` where PyTorch
+    /// is not measured: it was not before, or this request failed (see
+    /// [`Workload::not_measured`]).
+    fn ask_torch(
+        &mut self,
+        reference: &mut Result<Reference, String>,
+        request: &serde_json::Value,
+        r: usize,
+    ) -> Option<serde_json::Value> {
+        let (Ok(rf), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) else {
+            return None;
+        };
+        let mut req = request.clone();
+        req["run"] = r.into();
+        rf.ask(req).map_err(|e| self.not_measured(e)).ok()
+    }
+
+    /// Prints why PyTorch is not measured and keeps it for the report.
+    fn not_measured(&mut self, e: String) {
+        eprintln!("{}: PyTorch not measured: {e}", self.key);
+        self.torch = Err(e);
+    }
+
     /// An untimed PyTorch run of `request`, its time printed.
     fn torch_warmup(
         &mut self,
         reference: &mut Result<Reference, String>,
         request: &serde_json::Value,
     ) {
-        let (Ok(r), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) else {
-            return;
-        };
-        let mut req = request.clone();
-        req["run"] = 0.into();
-        match r.ask(req) {
-            Ok(a) => eprintln!(
+        if let Some(a) = self.ask_torch(reference, request, 0) {
+            eprintln!(
                 "{} warm-up: PyTorch {:.2} s (not kept)",
                 self.key,
                 a["seconds"].as_f64().unwrap_or(f64::NAN)
-            ),
-            Err(e) => {
-                eprintln!("{}: PyTorch not measured: {e}", self.key);
-                self.torch = Err(e);
-            }
+            );
         }
     }
 
@@ -534,8 +548,7 @@ impl Workload {
                 if let (Ok(rf), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) {
                     eprintln!("{}: a fresh PyTorch process", self.key);
                     if let Err(e) = rf.restart() {
-                        eprintln!("{}: PyTorch not measured: {e}", self.key);
-                        self.torch = Err(e);
+                        self.not_measured(e);
                     }
                 }
                 if self.warmup {
@@ -553,27 +566,19 @@ impl Workload {
                     self.seconds.push(s);
                     continue;
                 }
-                let (Ok(reference), Ok(torch)) = (reference.as_mut(), self.torch.as_mut()) else {
+                let Some(a) = self.ask_torch(reference, &request, r) else {
                     continue;
                 };
-                let mut req = request.clone();
-                req["run"] = r.into();
-                match reference.ask(req) {
-                    Ok(a) => {
-                        let s = a["seconds"].as_f64().unwrap_or(f64::NAN);
-                        eprintln!(
-                            "{} run {r}: PyTorch {s:.2} s ({:.1} images/s)",
-                            self.key,
-                            self.images as f64 / s
-                        );
-                        torch.push(s);
-                        answer(&a);
-                    }
-                    Err(e) => {
-                        eprintln!("{}: PyTorch not measured: {e}", self.key);
-                        self.torch = Err(e);
-                    }
+                let s = a["seconds"].as_f64().unwrap_or(f64::NAN);
+                eprintln!(
+                    "{} run {r}: PyTorch {s:.2} s ({:.1} images/s)",
+                    self.key,
+                    self.images as f64 / s
+                );
+                if let Ok(torch) = self.torch.as_mut() {
+                    torch.push(s);
                 }
+                answer(&a);
             }
         }
         Ok(())
