@@ -79,8 +79,9 @@ inspect FILE:
 # from PyPI if missing (torchattacks without its declared dependencies: it
 # pins an old `requests` that it does not import, and needs no torchvision
 # to run). Every workload runs RUNS times per side but SmallCNN training,
-# TRAIN_RUNS times, PyTorch's from a fresh process every third run (its
-# speed differs per process).
+# TRAIN_RUNS times, PyTorch's from a fresh process every third run, and
+# each PyTorch PGD-40 run gets a fresh process (its speed differs per
+# process).
 # Throughput of mat beside PyTorch CPU (same data, threads); writes BENCHMARKS.md.
 bench threads="2" runs="3" train_runs="9":
     python3 -c "import torch, numpy" 2>/dev/null || python3 -m pip install --quiet torch numpy

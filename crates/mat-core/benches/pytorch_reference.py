@@ -189,7 +189,7 @@ class Reference:
         self.model = None
 
     def train(self, run, **_):
-        """One epoch of natural SmallCNN training; PGD attacks the result."""
+        """One epoch of natural SmallCNN training; `pgd` without weights attacks the result."""
         self.model = SmallCNN()
         t = time.perf_counter()
         train_epoch(self.model, self.x, self.y, 128, run)
@@ -202,12 +202,21 @@ class Reference:
         train_epoch(model, self.x, self.y, 128, run, limit=images)
         return {"seconds": time.perf_counter() - t}
 
-    def pgd(self, run, images, **_):
+    def pgd(self, run, images, weights=None, **_):
+        """PGD-40 on the first `images` test images: of mat's weights where
+        `weights` names them (a fresh process has no trained model of its
+        own), else of the last model trained here."""
+        model = self.model
+        if weights is not None:
+            from safetensors.torch import load_file
+
+            model = SmallCNN()
+            model.load_state_dict(load_file(weights), strict=True)
         torch.manual_seed(run)
         xp, yp = self.xt[:images], self.yt[:images]
         t = time.perf_counter()
         for i in range(0, images, 256):
-            pgd(self.model, xp[i:i + 256], yp[i:i + 256], 0.3, 0.01, 40)
+            pgd(model, xp[i:i + 256], yp[i:i + 256], 0.3, 0.01, 40)
         return {"seconds": time.perf_counter() - t}
 
     def wrn(self, run, steps, **_):

@@ -5,7 +5,7 @@
 //! Measured (min and median of `--runs`, default 3; `--train-runs`,
 //! default 9, for SmallCNN training, PyTorch's from a fresh process every
 //! third run; training after one untimed warm-up run per side and
-//! process), each workload's runs interleaved with PyTorch's (mat,
+//! process; each PyTorch PGD-40 run in a fresh process), each workload's runs interleaved with PyTorch's (mat,
 //! PyTorch, then PyTorch, mat, ...), so that the machine's drift hits both
 //! sides alike:
 //! - natural SmallCNN training, one epoch of mnist-10k's 7,996 training
@@ -13,7 +13,8 @@
 //! - natural VGG (the paper's MNIST net) training on 2,560 of them, the same
 //!   SGD and batch size;
 //! - PGD-40 (eps 0.3, step 0.01, random start) on 1,024 test images, batch
-//!   256, eval mode, weights frozen;
+//!   256, eval mode, weights frozen: the last model trained above, on both
+//!   sides (saved by mat, loaded by the reference);
 //! - a WRN-16-4 training step on CIFAR-shaped inputs (batch 128, random
 //!   data; SGD lr 0.1, momentum 0.9, weight decay 2e-4), 3 steps per run;
 //! - AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square; eps 0.3) on 128
@@ -24,8 +25,8 @@
 //! - peak resident memory of a 5-epoch training run (a child process);
 //! - the f32 GEMM rate of the `gemm` crate (1024³), which bounds both.
 //!
-//! The PyTorch side is `pytorch_reference.py`, one process for the whole
-//! bench that answers one workload run per request.
+//! The PyTorch side is `pytorch_reference.py`, a process that answers one
+//! workload run per request, replaced by a fresh one where said above.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
@@ -690,6 +691,21 @@ fn main() -> Res<()> {
     )?;
 
     let model = frozen(&trained)?;
+    // The attacks run on the same weights on both sides: the file the
+    // reference loads, removed when the bench ends.
+    let weights = TempFile(
+        std::env::temp_dir().join(format!("mat-bench-{}.safetensors", std::process::id())),
+    );
+    let named: Vec<(String, Tensor)> = trained
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .collect();
+    mat_core::artifact::write_tensors(
+        &weights.0,
+        named.iter().map(|(n, t)| (n.as_str(), t)),
+        &Default::default(),
+    )?;
     let n_pgd = 1024;
     let test = ds.test.subset(Some(n_pgd), Some(0))?;
     let attack = Pgd::linf(40, 0.01);
@@ -700,9 +716,11 @@ fn main() -> Res<()> {
         n_pgd,
         // forward + input gradient, 40 steps
         40.0 * 2.0 * SMALLCNN_FWD_FLOPS,
-    );
+    )
+    .reference_restarted_every(1);
     let mut req = json("pgd");
     req["images"] = n_pgd.into();
+    req["weights"] = weights.0.display().to_string().into();
     pgd.measure(
         runs,
         &mut reference,
@@ -729,20 +747,6 @@ fn main() -> Res<()> {
         |_| {},
     )?;
 
-    // AutoAttack on the same weights as torchattacks: the file the
-    // reference loads.
-    let weights =
-        std::env::temp_dir().join(format!("mat-bench-{}.safetensors", std::process::id()));
-    let named: Vec<(String, Tensor)> = trained
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k, v.as_tensor().clone()))
-        .collect();
-    mat_core::artifact::write_tensors(
-        &weights,
-        named.iter().map(|(n, t)| (n.as_str(), t)),
-        &Default::default(),
-    )?;
     // One run per side on 128 images: on a model PGD does not break
     // entirely, a run of mat's takes minutes.
     let (n_aa, aa_runs) = (128, 1);
@@ -761,13 +765,13 @@ fn main() -> Res<()> {
     let mut torch_robust = None;
     let mut req = json("autoattack");
     req["images"] = n_aa.into();
-    req["weights"] = weights.display().to_string().into();
+    req["weights"] = weights.0.display().to_string().into();
     // The reference composes torchattacks' members with the same budget:
     // its `AutoAttack(version="standard")` gives APGD, APGD-T and FAB 10
     // steps, not AutoAttack's 100.
     req["steps"] = spec.steps.into();
     req["queries"] = spec.section::<SquareSpec>("square")?.queries.into();
-    let measured = aa.measure(
+    aa.measure(
         aa_runs,
         &mut reference,
         req,
@@ -791,9 +795,7 @@ fn main() -> Res<()> {
             Ok(s)
         },
         |a| torch_robust = a["robust"].as_f64(),
-    );
-    let _ = std::fs::remove_file(&weights);
-    measured?;
+    )?;
 
     let mut wrn = Workload::new(
         "wrn",
@@ -861,6 +863,15 @@ fn stage_autoattack() -> Res<(AttackSpec, Box<dyn Attack>)> {
     )?;
     let attack = spec.build(0.3, Context { objective: None })?;
     Ok((spec, attack))
+}
+
+/// A file removed when this is dropped, the bench failing or not.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// SmallCNN training runs per PyTorch process (see
@@ -975,8 +986,8 @@ fn write_report(
          column). Each workload's runs alternate between mat and PyTorch (mat first in even \
          runs, PyTorch first in odd ones), so that the machine's drift hits both. Where the \
          runs column says \"+ warm-up\", each side ran once more first, untimed: a process's \
-         first epoch runs slower, PyTorch's most. Where it names PyTorch's processes, a fresh \
-         one served every {TRAIN_RUNS_PER_REFERENCE} runs: PyTorch's steady speed differs from \
+         first epoch runs slower, PyTorch's most. Where it names PyTorch's processes, its runs \
+         came from that many fresh ones in equal turns: PyTorch's steady speed differs from \
          process to process.\n"
     )?;
     writeln!(md, "| workload | runs | mat best | mat median | PyTorch best | PyTorch median | mat/PyTorch (median) | GEMM-bound limit |")?;
