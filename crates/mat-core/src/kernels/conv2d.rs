@@ -1036,10 +1036,11 @@ mod tests {
     }
 
     /// The layers that run Winograd's F(2x2, 3x3) in the models (SmallCNN's
-    /// three 32- and 64-channel layers, a padded WideResNet-like one), with
-    /// batches that span several groups of images and several backward
-    /// tasks: output and all three gradients against candle's direct
-    /// convolution and its autograd.
+    /// three 32- and 64-channel layers, padded WideResNet-like ones) and
+    /// odd sizes whose last tiles are partial, with and without padding,
+    /// with batches that span several groups of images and several
+    /// backward tasks: output and all three gradients against candle's
+    /// direct convolution and its autograd.
     #[test]
     fn winograd_layers_equal_candle() {
         let d = Device::Cpu;
@@ -1048,7 +1049,10 @@ mod tests {
             (3, 32, 26, 32, 0),
             (20, 32, 12, 64, 0),
             (37, 64, 10, 64, 0),
+            (4, 8, 25, 8, 0),
             (5, 16, 9, 16, 1),
+            (3, 16, 16, 16, 1),
+            (6, 8, 15, 8, 1),
         ] {
             let p = Conv2dParams { stride: 1, padding };
             let g = Geom::new(&[n, c, hw, hw], &[oc, c, 3, 3], p).unwrap();
