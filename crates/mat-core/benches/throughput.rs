@@ -5,9 +5,9 @@
 //! Measured (min and median of `--runs`, default 3; `--train-runs`,
 //! default 9, for SmallCNN training, PyTorch's from a fresh process every
 //! third run; training after one untimed warm-up run per side and
-//! process; each PyTorch PGD-40 run in a fresh process), each workload's runs interleaved with PyTorch's (mat,
-//! PyTorch, then PyTorch, mat, ...), so that the machine's drift hits both
-//! sides alike:
+//! process; each PyTorch PGD-40 run in a fresh process), each workload's
+//! runs interleaved with PyTorch's (mat, PyTorch, then PyTorch, mat, ...),
+//! so that the machine's drift hits both sides alike:
 //! - natural SmallCNN training, one epoch of mnist-10k's 7,996 training
 //!   images, batch 128, SGD lr 0.01 momentum 0.9;
 //! - natural VGG (the paper's MNIST net) training on 2,560 of them, the same
