@@ -520,6 +520,25 @@ impl Workload {
         }
     }
 
+    /// A fresh reference process in place of the old one, warmed up with
+    /// `request` when the workload is (see [`Workload::runs_per_reference`]).
+    fn fresh_torch(
+        &mut self,
+        reference: &mut Result<Reference, String>,
+        request: &serde_json::Value,
+    ) {
+        let (Ok(rf), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) else {
+            return;
+        };
+        eprintln!("{}: a fresh PyTorch process", self.key);
+        if let Err(e) = rf.restart() {
+            return self.not_measured(e);
+        }
+        if self.warmup {
+            self.torch_warmup(reference, request);
+        }
+    }
+
     /// With one untimed run per side first (see [`Workload::warmup`]).
     fn warmed_up(mut self) -> Self {
         self.warmup = true;
@@ -546,15 +565,7 @@ impl Workload {
         }
         for r in 0..runs {
             if r > 0 && self.runs_per_reference.is_some_and(|k| r % k == 0) {
-                if let (Ok(rf), Ok(_)) = (reference.as_mut(), self.torch.as_ref()) {
-                    eprintln!("{}: a fresh PyTorch process", self.key);
-                    if let Err(e) = rf.restart() {
-                        self.not_measured(e);
-                    }
-                }
-                if self.warmup {
-                    self.torch_warmup(reference, &request);
-                }
+                self.fresh_torch(reference, &request);
             }
             for side in [r % 2, 1 - r % 2] {
                 if side == 0 {
@@ -693,16 +704,17 @@ fn main() -> Res<()> {
     let model = frozen(&trained)?;
     // The attacks run on the same weights on both sides: the file the
     // reference loads, removed when the bench ends.
-    let weights = TempFile(
-        std::env::temp_dir().join(format!("mat-bench-{}.safetensors", std::process::id())),
-    );
+    let weights = tempfile::Builder::new()
+        .prefix("mat-bench-")
+        .suffix(".safetensors")
+        .tempfile()?;
     let named: Vec<(String, Tensor)> = trained
         .vars()
         .into_iter()
         .map(|(k, v)| (k, v.as_tensor().clone()))
         .collect();
     mat_core::artifact::write_tensors(
-        &weights.0,
+        weights.path(),
         named.iter().map(|(n, t)| (n.as_str(), t)),
         &Default::default(),
     )?;
@@ -720,7 +732,7 @@ fn main() -> Res<()> {
     .reference_restarted_every(1);
     let mut req = json("pgd");
     req["images"] = n_pgd.into();
-    req["weights"] = weights.0.display().to_string().into();
+    req["weights"] = weights.path().display().to_string().into();
     pgd.measure(
         runs,
         &mut reference,
@@ -765,7 +777,7 @@ fn main() -> Res<()> {
     let mut torch_robust = None;
     let mut req = json("autoattack");
     req["images"] = n_aa.into();
-    req["weights"] = weights.0.display().to_string().into();
+    req["weights"] = weights.path().display().to_string().into();
     // The reference composes torchattacks' members with the same budget:
     // its `AutoAttack(version="standard")` gives APGD, APGD-T and FAB 10
     // steps, not AutoAttack's 100.
@@ -863,15 +875,6 @@ fn stage_autoattack() -> Res<(AttackSpec, Box<dyn Attack>)> {
     )?;
     let attack = spec.build(0.3, Context { objective: None })?;
     Ok((spec, attack))
-}
-
-/// A file removed when this is dropped, the bench failing or not.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// SmallCNN training runs per PyTorch process (see
