@@ -166,6 +166,15 @@ def pgd(model, x, y, eps, step, steps):
     return x_adv
 
 
+def smallcnn_from(weights):
+    """A SmallCNN with mat's weights, read from the safetensors file `weights`."""
+    from safetensors.torch import load_file
+
+    model = SmallCNN()
+    model.load_state_dict(load_file(weights), strict=True)
+    return model
+
+
 def gemm_gflops():
     a = np.random.rand(1024, 1024).astype(np.float32)
     b = np.random.rand(1024, 1024).astype(np.float32)
@@ -206,12 +215,7 @@ class Reference:
         """PGD-40 on the first `images` test images: of mat's weights where
         `weights` names them (a fresh process has no trained model of its
         own), else of the last model trained here."""
-        model = self.model
-        if weights is not None:
-            from safetensors.torch import load_file
-
-            model = SmallCNN()
-            model.load_state_dict(load_file(weights), strict=True)
+        model = self.model if weights is None else smallcnn_from(weights)
         torch.manual_seed(run)
         xp, yp = self.xt[:images], self.yt[:images]
         t = time.perf_counter()
@@ -230,10 +234,8 @@ class Reference:
         members at their default of 10, a tenth of the gradient work), then
         Square with `queries` queries, each on the points still robust."""
         import torchattacks
-        from safetensors.torch import load_file
 
-        net = SmallCNN()
-        net.load_state_dict(load_file(weights), strict=True)
+        net = smallcnn_from(weights)
         net.eval()
         xa, ya = self.xt[:images], self.yt[:images]
         common = dict(norm="Linf", eps=0.3, n_restarts=1)
