@@ -290,7 +290,7 @@ fn l2_move(
     rng: &mut SeededRng,
 ) -> Vec<f32> {
     let mut side = ((frac * (h * w) as f64).sqrt().round() as usize).max(3);
-    if side % 2 == 0 {
+    if side.is_multiple_of(2) {
         side += 1;
     }
     let side = side.min(h.min(w));

@@ -870,7 +870,8 @@ mod tests {
         let d = Device::Cpu;
         let mut rng = SeededRng::new(2);
         let candle_defined = |h: usize, w: usize, kh: usize, kw: usize, p: Conv2dParams| {
-            (h + 2 * p.padding - kh) % p.stride == 0 && (w + 2 * p.padding - kw) % p.stride == 0
+            (h + 2 * p.padding - kh).is_multiple_of(p.stride)
+                && (w + 2 * p.padding - kw).is_multiple_of(p.stride)
         };
         let mut compared = 0;
         for Case {

@@ -133,7 +133,7 @@ pub fn wide_resnet(
     out_dim: usize,
     vb: VarBuilder,
 ) -> candle_core::Result<WideResNet> {
-    if depth < 10 || (depth - 4) % 6 != 0 {
+    if depth < 10 || !(depth - 4).is_multiple_of(6) {
         candle_core::bail!(
             "WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth}"
         )
@@ -154,7 +154,7 @@ pub fn wide_resnet(
 /// `sub_block1`, so a saved file loads into TRADES' WideResNet module
 /// built with that many blocks and `sub_block1` removed.
 pub fn resnet_v2(depth: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<WideResNet> {
-    if depth < 8 || (depth - 2) % 6 != 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
         candle_core::bail!(
             "ResNet-v2 depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}"
         )

@@ -145,7 +145,7 @@ impl Evaluation {
     /// the resumed log must equal an uninterrupted run's.
     pub fn run_after(&self, model: &Classifier, epoch: usize) -> crate::Result<(f64, Option<f64>)> {
         let clean = accuracy(|x| model.logits_t(x, false), &self.split, 500)?;
-        let due = epoch % self.pgd_every.max(1) == 0;
+        let due = epoch.is_multiple_of(self.pgd_every.max(1));
         let pgd = match &self.pgd {
             Some(_) if !due => None,
             None => None,
