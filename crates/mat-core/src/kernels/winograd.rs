@@ -27,7 +27,7 @@
 use std::mem::MaybeUninit;
 
 use super::conv2d::Geom;
-use super::gemm::{sgemm, Mat};
+use super::gemm::{sgemm_dots, sgemm_rows, Mat};
 use super::{add_short, copy_short};
 
 /// Tiles per product: images are grouped until a group holds about this
@@ -39,11 +39,12 @@ const TILES_PER_GROUP: usize = 128;
 /// Positions of a transformed tile.
 const XI: usize = 16;
 
-/// A group's tile count is a multiple of this: the GEMM's columns then
-/// fill its 16-lane registers, and it skips a packing pass. Measured on
-/// one core (AVX-512), `[32, 32]·[32, T]` ran at 90 GFLOP/s for T = 156
-/// (SmallCNN's second layer, one image) and 129 for T = 160; `[64, 32]·[32,
-/// T]` at 109 for T = 120 and 144 for T = 128.
+/// A group's tile count is a multiple of this: the products' kernels
+/// ([`sgemm_rows`], [`sgemm_dots`]) then run whole 16-lane registers along
+/// the tiles. With the `gemm` crate, measured on one core (AVX-512), `[32,
+/// 32]·[32, T]` ran at 90 GFLOP/s for T = 156 (SmallCNN's second layer, one
+/// image) and 129 for T = 160; `[64, 32]·[32, T]` at 109 for T = 120 and 144
+/// for T = 128.
 const TILE_ROUND: usize = 16;
 
 /// Whether a convolution runs here: 3x3, stride 1, padding 0 or 1 (the
@@ -246,7 +247,7 @@ fn parity_sides<'a>(
     odd: &'a mut [f32],
 ) -> (&'a mut [f32], &'a mut [f32], usize, usize) {
     let pad = p.g.pad;
-    if pad % 2 == 0 {
+    if pad.is_multiple_of(2) {
         (even, odd, pad / 2, pad / 2)
     } else {
         (odd, even, pad / 2, pad.div_ceil(2))
@@ -590,50 +591,39 @@ pub(super) fn output_transform_adjoint(
     }
 }
 
-/// `C_ξ (+)= A_ξ · B_ξ` (`[m, k]·[k, n]`) for the 16 positions ξ, the
-/// operands the `ξ`-th views `a(ξ)` and `b(ξ)`, `C_ξ` the `ξ`-th `m·n`
-/// block of `c`; added to `c` when `accumulate`.
-#[inline(always)]
-fn per_position<'a>(
-    (m, n, k): (usize, usize, usize),
-    a: impl Fn(usize) -> Mat<'a>,
-    b: impl Fn(usize) -> Mat<'a>,
-    c: &mut [f32],
-    accumulate: bool,
-) {
-    for (xi, c) in c[..XI * m * n].chunks_exact_mut(m * n).enumerate() {
-        sgemm(m, n, k, a(xi), b(xi), c, accumulate);
-    }
-}
-
 /// The 16 products `M_ξ = U_ξ · V_ξ` of one group of `t` tiles.
 #[inline(always)]
 pub(super) fn products(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t: usize) {
     let (oc, c) = (g.oc, g.c);
-    let u_at = |xi: usize| Mat::rows(&u[xi * oc * c..][..oc * c], c);
-    let v_at = |xi: usize| Mat::rows(&v[xi * c * t..][..c * t], t);
-    per_position((oc, t, c), u_at, v_at, m, false);
+    for (xi, m) in m[..XI * oc * t].chunks_exact_mut(oc * t).enumerate() {
+        let u = Mat::rows(&u[xi * oc * c..][..oc * c], c);
+        let v = Mat::rows(&v[xi * c * t..][..c * t], t);
+        sgemm_rows(oc, t, c, u, v, m, false);
+    }
 }
 
-/// `dU_ξᵀ += V_ξ · dM_ξᵀ` for one group of `t` tiles, into `du` `[16, C, OC]`.
-/// Transposed, with the tiles contiguous in both operands: measured on
-/// one core, `dU_ξ = dM_ξ · V_ξᵀ` ran at 80 GFLOP/s for SmallCNN's second
-/// layer and 108 for its third, this at 121 and 158.
+/// `dU_ξᵀ += V_ξ · dM_ξᵀ` for one group of `t` tiles, into `du` `[16, C, OC]`:
+/// transposed, with the tiles, the reduction axis, contiguous in both
+/// operands (see [`sgemm_dots`]).
 #[inline(always)]
 pub(super) fn filter_gradient(g: &Geom, dm: &[f32], v: &[f32], du: &mut [f32], t: usize) {
     let (oc, c) = (g.oc, g.c);
-    let v_at = |xi: usize| Mat::rows(&v[xi * c * t..][..c * t], t);
-    let dmt_at = |xi: usize| Mat::transposed(&dm[xi * oc * t..][..oc * t], t);
-    per_position((c, oc, t), v_at, dmt_at, du, true);
+    for (xi, du) in du[..XI * c * oc].chunks_exact_mut(c * oc).enumerate() {
+        let v = &v[xi * c * t..][..c * t];
+        let dm = &dm[xi * oc * t..][..oc * t];
+        sgemm_dots(c, oc, t, v, dm, du, true);
+    }
 }
 
 /// `dV_ξ = U_ξᵀ · dM_ξ` for one group of `t` tiles.
 #[inline(always)]
 pub(super) fn input_gradient(g: &Geom, u: &[f32], dm: &[f32], dv: &mut [f32], t: usize) {
     let (oc, c) = (g.oc, g.c);
-    let ut_at = |xi: usize| Mat::transposed(&u[xi * oc * c..][..oc * c], c);
-    let dm_at = |xi: usize| Mat::rows(&dm[xi * oc * t..][..oc * t], t);
-    per_position((c, t, oc), ut_at, dm_at, dv, false);
+    for (xi, dv) in dv[..XI * c * t].chunks_exact_mut(c * t).enumerate() {
+        let ut = Mat::transposed(&u[xi * oc * c..][..oc * c], c);
+        let dm = Mat::rows(&dm[xi * oc * t..][..oc * t], t);
+        sgemm_rows(c, t, oc, ut, dm, dv, false);
+    }
 }
 
 /// A task's scratch, split: `V`, `M`/`dM`, `dV`, the masked output
