@@ -605,7 +605,7 @@ impl CustomOp3 for Conv2dBwd {
                         if self.want_dw {
                             let xs = &x[start * g.in_len()..][..imgs * g.in_len()];
                             winograd::input_transform(&plan, xs, imgs, v, rows);
-                            winograd::filter_gradient(&g, dm, v, task.dw, tiles);
+                            winograd::filter_gradient(&g, dm, v, task.dw, tiles, rows);
                         }
                         if let Some(dxt) = dx_task.as_deref_mut() {
                             winograd::input_gradient(&g, u, dm, dv, tiles);

@@ -121,40 +121,52 @@ pub fn sgemm_rows(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], a
 }
 
 /// `c (+)= a · bᵀ` where both `a` (`m×k`) and `b` (`n×k`) are row-major
-/// and `k` is a multiple of 16: the Winograd weight gradient `dUᵀ = V·dMᵀ`,
+/// and `k` is a multiple of 16: the Winograd weight gradient `dU = dM·Vᵀ`,
 /// whose operands both hold the tiles, its reduction axis, contiguous.
+/// `scratch` holds at least `n·k` floats.
 ///
-/// On AVX-512 a kernel of our own: 4x4 entries of `c` at a time, each a sum
-/// over `k` in 16 lanes, the 16 sums reduced together at the end
-/// (`reduce16`). The `gemm` crate packs `dMᵀ` per call, a transposing copy;
-/// measured on one core, SmallCNN's second and third layers ran at 100 and
-/// 98 GFLOP/s against 76 and 86, its last at 98 against 112.
-/// Elsewhere, [`sgemm`].
-pub fn sgemm_dots(
-    m: usize,
-    n: usize,
-    k: usize,
+/// On AVX-512, with `n` a multiple of 16 (the layer's input channels), `b`
+/// is transposed into `scratch`, 16x16 blocks in registers, and
+/// [`sgemm_rows`]' kernel runs; else, with `m` and `n` multiples of 4, a
+/// kernel of dot products: 4x4 entries of `c` at a time, each a sum over
+/// `k` in 16 lanes, the 16 registers reduced together at the end. The
+/// `gemm` crate packs `b` per call, and its packing reads it across the
+/// rows. Measured on one core on SmallCNN's three Winograd layers (16
+/// products each): the transposed path ran at 112-130 GFLOP/s, the dot
+/// products at 98-101, the `gemm` crate at 76, 86 and 112; the transposes
+/// took 7-18% of the first. Elsewhere, [`sgemm`].
+pub fn sgemm_abt(
+    (m, n, k): (usize, usize, usize),
     a: &[f32],
     b: &[f32],
     c: &mut [f32],
     accumulate: bool,
+    scratch: &mut [f32],
 ) {
     assert!(
         k.is_multiple_of(LANES),
-        "sgemm_dots: the reduction axis must be a multiple of {LANES}, got {k}"
+        "sgemm_abt: the reduction axis must be a multiple of {LANES}, got {k}"
     );
     check("a", a.len(), m, k, k, 1);
     check("b", b.len(), n, k, k, 1);
     check("c", c.len(), m, n, n, 1);
     #[cfg(target_arch = "x86_64")]
-    if m.is_multiple_of(4) && n.is_multiple_of(4) && m > 0 && n > 0 && k > 0 && avx512::available()
-    {
-        // SAFETY: as in `sgemm_rows`; the kernel's 4x4 blocks tile `c`
-        // exactly (checked just above).
-        unsafe {
-            avx512::dots(m, n, k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), accumulate);
+    if m > 0 && n > 0 && k > 0 && avx512::available() {
+        if n.is_multiple_of(LANES) {
+            let bt = &mut scratch[..n * k];
+            // SAFETY: AVX-512F (checked); `b` and `bt` hold `n·k` floats
+            // (checked above and just taken), both sides multiples of 16.
+            unsafe { avx512::transpose(b.as_ptr(), n, k, bt.as_mut_ptr()) };
+            return sgemm_rows(m, n, k, Mat::rows(a, k), Mat::rows(bt, n), c, accumulate);
         }
-        return;
+        if m.is_multiple_of(4) && n.is_multiple_of(4) {
+            // SAFETY: as in `sgemm_rows`; the kernel's 4x4 blocks tile `c`
+            // exactly (checked just above).
+            unsafe {
+                avx512::dots(m, n, k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), accumulate);
+            }
+            return;
+        }
     }
     sgemm(
         m,
@@ -286,7 +298,69 @@ mod avx512 {
         }
     }
 
-    /// See [`super::sgemm_dots`].
+    /// `dst` (`cols×rows`) = `src` (`rows×cols`)ᵀ, both row-major, in
+    /// 16x16 blocks: 16 rows loaded, pairs of floats, then of pairs, then
+    /// of 128-bit quarters interleaved (64 shuffles), 16 columns stored.
+    ///
+    /// # Safety
+    /// AVX-512F; `rows` and `cols` multiples of 16; `src` and `dst` hold
+    /// `rows·cols` floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose(src: *const f32, rows: usize, cols: usize, dst: *mut f32) {
+        for i0 in (0..rows).step_by(LANES) {
+            for j0 in (0..cols).step_by(LANES) {
+                unsafe {
+                    let r: [__m512; 16] =
+                        std::array::from_fn(|i| _mm512_loadu_ps(src.add((i0 + i) * cols + j0)));
+                    // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved by float.
+                    let t: [__m512; 16] = std::array::from_fn(|i| {
+                        let (x, y) = (r[i & !1], r[i | 1]);
+                        if i % 2 == 0 {
+                            _mm512_unpacklo_ps(x, y)
+                        } else {
+                            _mm512_unpackhi_ps(x, y)
+                        }
+                    });
+                    // Then by pairs of floats, within groups of four rows.
+                    let u: [__m512; 16] = std::array::from_fn(|i| {
+                        let g = i / 4 * 4;
+                        let (x, y) = match i % 4 {
+                            0 | 1 => (t[g], t[g + 2]),
+                            _ => (t[g + 1], t[g + 3]),
+                        };
+                        let (x, y) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
+                        _mm512_castpd_ps(if i % 2 == 0 {
+                            _mm512_unpacklo_pd(x, y)
+                        } else {
+                            _mm512_unpackhi_pd(x, y)
+                        })
+                    });
+                    // Then by quarters, within groups of eight rows, and
+                    // across the two groups of eight.
+                    let v: [__m512; 16] = std::array::from_fn(|i| {
+                        let h = i / 8 * 8;
+                        let (x, y) = (u[h + i % 4], u[h + 4 + i % 4]);
+                        if i % 8 < 4 {
+                            _mm512_shuffle_f32x4::<0x88>(x, y)
+                        } else {
+                            _mm512_shuffle_f32x4::<0xDD>(x, y)
+                        }
+                    });
+                    for i in 0..16 {
+                        let (x, y) = (v[i % 8], v[8 + i % 8]);
+                        let column = if i < 8 {
+                            _mm512_shuffle_f32x4::<0x88>(x, y)
+                        } else {
+                            _mm512_shuffle_f32x4::<0xDD>(x, y)
+                        };
+                        _mm512_storeu_ps(dst.add((j0 + i) * rows + i0), column);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The dot products of [`super::sgemm_abt`].
     ///
     /// # Safety
     /// AVX-512F; `m` and `n` multiples of 4, `k` of 16; `a` `m×k`, `b`
@@ -418,8 +492,8 @@ mod tests {
 
     /// Every block size of the Winograd kernels (column blocks of 64, 32
     /// and 16, row blocks of 6 and 1, `a` read through either layout),
-    /// overwriting and accumulating, against the naive product; `sgemm_dots`
-    /// also on sizes its 4x4 blocks do not tile, which go to `sgemm`.
+    /// overwriting and accumulating, against the naive product; `sgemm_abt`
+    /// on each of its three paths.
     #[test]
     fn winograd_kernels_match_a_naive_product() {
         let data =
@@ -456,25 +530,28 @@ mod tests {
                 );
             }
         }
+        // Transposed (n a multiple of 16), dot products (of 4), `sgemm`.
         for (m, n, k) in [
             (32, 32, 160),
-            (32, 64, 128),
+            (64, 32, 128),
+            (16, 48, 32),
             (8, 12, 48),
+            (32, 4, 16),
             (6, 10, 16),
-            (4, 4, 16),
         ] {
             let a = data(m * k, 0.23);
             let b = data(n * k, 0.19);
             let want = naive(m, n, k, Mat::rows(&a, k), Mat::transposed(&b, k));
             let mut c = vec![7.0; m * n];
-            sgemm_dots(m, n, k, &a, &b, &mut c, false);
-            close(&c, &want, 1.0, &format!("sgemm_dots {m}x{n}x{k}"));
-            sgemm_dots(m, n, k, &a, &b, &mut c, true);
+            let mut scratch = vec![f32::NAN; n * k];
+            sgemm_abt((m, n, k), &a, &b, &mut c, false, &mut scratch);
+            close(&c, &want, 1.0, &format!("sgemm_abt {m}x{n}x{k}"));
+            sgemm_abt((m, n, k), &a, &b, &mut c, true, &mut scratch);
             close(
                 &c,
                 &want,
                 2.0,
-                &format!("sgemm_dots {m}x{n}x{k}, accumulated"),
+                &format!("sgemm_abt {m}x{n}x{k}, accumulated"),
             );
         }
     }
@@ -484,7 +561,7 @@ mod tests {
     fn winograd_kernels_refuse_a_ragged_tile_count() {
         let a = vec![0.0; 4 * 20];
         let mut c = vec![0.0; 16];
-        sgemm_dots(4, 4, 20, &a, &a, &mut c, false);
+        sgemm_abt((4, 4, 20), &a, &a, &mut c, false, &mut vec![0.0; 80]);
     }
 
     #[test]

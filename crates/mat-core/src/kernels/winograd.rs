@@ -10,7 +10,7 @@
 //! position ξ of the 4x4 transformed tile:
 //!
 //! - forward:         `M_ξ = U_ξ · V_ξ`         `[OC, T] = [OC, C]·[C, T]`
-//! - weight gradient: `dU_ξᵀ = Σ V_ξ · dM_ξᵀ`   `[C, OC] = [C, T]·[T, OC]`
+//! - weight gradient: `dU_ξ = Σ dM_ξ · V_ξᵀ`    `[OC, C] = [OC, T]·[T, C]`
 //! - input gradient:  `dV_ξ = U_ξᵀ · dM_ξ`      `[C, T] = [C, OC]·[OC, T]`
 //!
 //! with `U = G g Gᵀ` (the filters), `V = Bᵀ d B` (the input tiles), `T`
@@ -27,7 +27,7 @@
 use std::mem::MaybeUninit;
 
 use super::conv2d::Geom;
-use super::gemm::{sgemm_dots, sgemm_rows, Mat};
+use super::gemm::{sgemm_abt, sgemm_rows, Mat};
 use super::{add_short, copy_short};
 
 /// Tiles per product: images are grouped until a group holds about this
@@ -40,7 +40,7 @@ const TILES_PER_GROUP: usize = 128;
 const XI: usize = 16;
 
 /// A group's tile count is a multiple of this: the products' kernels
-/// ([`sgemm_rows`], [`sgemm_dots`]) then run whole 16-lane registers along
+/// ([`sgemm_rows`], [`sgemm_abt`]) then run whole 16-lane registers along
 /// the tiles. With the `gemm` crate, measured on one core (AVX-512), `[32,
 /// 32]·[32, T]` ran at 90 GFLOP/s for T = 156 (SmallCNN's second layer, one
 /// image) and 129 for T = 160; `[64, 32]·[32, T]` at 109 for T = 120 and 144
@@ -137,9 +137,11 @@ impl Plan {
     }
 
     /// The transforms' work space: a plane's four quarters and 16 runs
-    /// of one value per tile (the output transforms need less).
+    /// of one value per tile (the output transforms need less); the weight
+    /// gradient's products use it after them, for one `V_ξ` transposed.
     fn work_len(&self) -> usize {
-        (4 * self.quarter()).max(2 * self.tw) + XI * self.tiles(self.per_group)
+        let t = self.tiles(self.per_group);
+        ((4 * self.quarter()).max(2 * self.tw) + XI * t).max(self.g.c * t)
     }
 
     /// Floats of one quarter of a plane (see [`split_plane`]): `th + 2`
@@ -187,14 +189,14 @@ pub(super) fn filter_transform(g: &Geom, w: &[f32], u: &mut [f32]) {
     }
 }
 
-/// `dg = Gᵀ dU G` for every filter: `dUᵀ` `[16, C, OC]` into `dw` `[OC, C, 3, 3]`.
+/// `dg = Gᵀ dU G` for every filter: `dU` `[16, OC, C]` into `dw` `[OC, C, 3, 3]`.
 // The index runs over the columns of several 4x4 and 3x3 arrays at once.
 #[allow(clippy::needless_range_loop)]
 pub(super) fn filter_transform_adjoint(g: &Geom, du: &[f32], dw: &mut [f32]) {
     let (oc, c) = (g.oc, g.c);
     for o in 0..oc {
         for i in 0..c {
-            let at = |xi: usize| du[(xi * c + i) * oc + o];
+            let at = |xi: usize| du[(xi * oc + o) * c + i];
             // Gᵀ·dU: 3 rows of 4.
             let mut h = [[0f32; 4]; 3];
             for s in 0..4 {
@@ -602,16 +604,23 @@ pub(super) fn products(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t: usize) 
     }
 }
 
-/// `dU_ξᵀ += V_ξ · dM_ξᵀ` for one group of `t` tiles, into `du` `[16, C, OC]`:
-/// transposed, with the tiles, the reduction axis, contiguous in both
-/// operands (see [`sgemm_dots`]).
+/// `dU_ξ += dM_ξ · V_ξᵀ` for one group of `t` tiles, into `du` `[16, OC, C]`;
+/// the tiles, the reduction axis, are contiguous in both operands (see
+/// [`sgemm_abt`], which may use `work`).
 #[inline(always)]
-pub(super) fn filter_gradient(g: &Geom, dm: &[f32], v: &[f32], du: &mut [f32], t: usize) {
+pub(super) fn filter_gradient(
+    g: &Geom,
+    dm: &[f32],
+    v: &[f32],
+    du: &mut [f32],
+    t: usize,
+    work: &mut [f32],
+) {
     let (oc, c) = (g.oc, g.c);
-    for (xi, du) in du[..XI * c * oc].chunks_exact_mut(c * oc).enumerate() {
+    for (xi, du) in du[..XI * oc * c].chunks_exact_mut(oc * c).enumerate() {
         let v = &v[xi * c * t..][..c * t];
         let dm = &dm[xi * oc * t..][..oc * t];
-        sgemm_dots(c, oc, t, v, dm, du, true);
+        sgemm_abt((oc, c, t), dm, v, du, true, work);
     }
 }
 
