@@ -93,8 +93,8 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumu
 /// put them, `b`'s rows read in place. The `gemm` crate packs `a` per call
 /// and its 64x6 tiles leave part-tiles on these shapes (`[32, 32]·[32,
 /// 160]`); measured on one core, SmallCNN's three Winograd layers ran their
-/// forward products at 134-151 GFLOP/s against 125-137 and their input
-/// gradients at 136-150 against 112-138. Each entry of `c` is one chain of
+/// forward products at 134-151 GFLOP/s against 113-137 and their input
+/// gradients at 136-150 against 105-138. Each entry of `c` is one chain of
 /// multiply-adds over `k` in order, as in the `gemm` crate's kernels.
 /// Elsewhere, [`sgemm`].
 pub fn sgemm_rows(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumulate: bool) {
@@ -150,6 +150,11 @@ pub fn sgemm_abt(
     check("a", a.len(), m, k, k, 1);
     check("b", b.len(), n, k, k, 1);
     check("c", c.len(), m, n, n, 1);
+    assert!(
+        scratch.len() >= n * k,
+        "sgemm_abt: {} floats of scratch for a {n}x{k} operand",
+        scratch.len()
+    );
     #[cfg(target_arch = "x86_64")]
     if m > 0 && n > 0 && k > 0 && avx512::available() {
         if n.is_multiple_of(LANES) {
