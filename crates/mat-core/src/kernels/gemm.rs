@@ -503,15 +503,6 @@ mod tests {
     fn winograd_kernels_match_a_naive_product() {
         let data =
             |len: usize, f: f32| -> Vec<f32> { (0..len).map(|i| (i as f32 * f).sin()).collect() };
-        let close = |got: &[f32], want: &[f32], scale: f32, what: &str| {
-            for (i, (x, y)) in got.iter().zip(want).enumerate() {
-                assert!(
-                    (x - scale * y).abs() <= 1e-4 * (1.0 + y.abs()),
-                    "{what}: entry {i} is {x}, expected {}",
-                    scale * y
-                );
-            }
-        };
         for (m, n, k) in [
             (32, 160, 32),
             (64, 128, 64),
@@ -523,16 +514,9 @@ mod tests {
             let b = data(k * n, 0.11);
             for am in [Mat::rows(&a, k), Mat::transposed(&a, m)] {
                 let want = naive(m, n, k, am, Mat::rows(&b, n));
-                let mut c = vec![7.0; m * n];
-                sgemm_rows(m, n, k, am, Mat::rows(&b, n), &mut c, false);
-                close(&c, &want, 1.0, &format!("sgemm_rows {m}x{n}x{k}"));
-                sgemm_rows(m, n, k, am, Mat::rows(&b, n), &mut c, true);
-                close(
-                    &c,
-                    &want,
-                    2.0,
-                    &format!("sgemm_rows {m}x{n}x{k}, accumulated"),
-                );
+                overwrite_then_accumulate(&format!("sgemm_rows {m}x{n}x{k}"), &want, |c, acc| {
+                    sgemm_rows(m, n, k, am, Mat::rows(&b, n), c, acc)
+                });
             }
         }
         // Transposed (n a multiple of 16), dot products (of 4), `sgemm`.
@@ -547,17 +531,26 @@ mod tests {
             let a = data(m * k, 0.23);
             let b = data(n * k, 0.19);
             let want = naive(m, n, k, Mat::rows(&a, k), Mat::transposed(&b, k));
-            let mut c = vec![7.0; m * n];
             let mut scratch = vec![f32::NAN; n * k];
-            sgemm_abt((m, n, k), &a, &b, &mut c, false, &mut scratch);
-            close(&c, &want, 1.0, &format!("sgemm_abt {m}x{n}x{k}"));
-            sgemm_abt((m, n, k), &a, &b, &mut c, true, &mut scratch);
-            close(
-                &c,
-                &want,
-                2.0,
-                &format!("sgemm_abt {m}x{n}x{k}, accumulated"),
-            );
+            overwrite_then_accumulate(&format!("sgemm_abt {m}x{n}x{k}"), &want, |c, acc| {
+                sgemm_abt((m, n, k), &a, &b, c, acc, &mut scratch)
+            });
+        }
+    }
+
+    /// `run` into a buffer of 7s, overwriting, must give `want`; run again,
+    /// accumulating, twice `want`.
+    fn overwrite_then_accumulate(what: &str, want: &[f32], mut run: impl FnMut(&mut [f32], bool)) {
+        let mut c = vec![7.0; want.len()];
+        for (accumulate, scale) in [(false, 1.0), (true, 2.0)] {
+            run(&mut c, accumulate);
+            for (i, (x, y)) in c.iter().zip(want).enumerate() {
+                assert!(
+                    (x - scale * y).abs() <= 1e-4 * (1.0 + y.abs()),
+                    "{what} (accumulate: {accumulate}): entry {i} is {x}, expected {}",
+                    scale * y
+                );
+            }
         }
     }
 
