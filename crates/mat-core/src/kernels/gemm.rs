@@ -93,8 +93,8 @@ pub fn sgemm(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumu
 /// put them, `b`'s rows read in place. The `gemm` crate packs `a` per call
 /// and its 64x6 tiles leave part-tiles on these shapes (`[32, 32]·[32,
 /// 160]`); measured on one core, SmallCNN's three Winograd layers ran their
-/// forward products at 134-151 GFLOP/s against 113-137 and their input
-/// gradients at 136-150 against 105-138. Each entry of `c` is one chain of
+/// forward products at 134-149 GFLOP/s against 113-138 and their input
+/// gradients at 138-150 against 105-138. Each entry of `c` is one chain of
 /// multiply-adds over `k` in order, as in the `gemm` crate's kernels.
 /// Elsewhere, [`sgemm`].
 pub fn sgemm_rows(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], accumulate: bool) {
@@ -132,9 +132,9 @@ pub fn sgemm_rows(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], a
 /// `k` in 16 lanes, the 16 registers reduced together at the end. The
 /// `gemm` crate packs `b` per call, and its packing reads it across the
 /// rows. Measured on one core on SmallCNN's three Winograd layers (16
-/// products each): the transposed path ran at 112-130 GFLOP/s, the dot
-/// products at 98-101, the `gemm` crate at 76, 86 and 112; the transposes
-/// took 7-18% of the first. Elsewhere, [`sgemm`].
+/// products each): the transposed path ran at 111-130 GFLOP/s, the dot
+/// products at 93-101, the `gemm` crate at 72-76, 82-86 and 109-112; the
+/// transposes took 7-18% of the first. Elsewhere, [`sgemm`].
 pub fn sgemm_abt(
     (m, n, k): (usize, usize, usize),
     a: &[f32],
