@@ -125,16 +125,14 @@ pub fn sgemm_rows(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &mut [f32], a
 /// whose operands both hold the tiles, its reduction axis, contiguous.
 /// `scratch` holds at least `n·k` floats.
 ///
-/// On AVX-512, with `n` a multiple of 16 (the layer's input channels), `b`
-/// is transposed into `scratch`, 16x16 blocks in registers, and
-/// [`sgemm_rows`]' kernel runs; else, with `m` and `n` multiples of 4, a
-/// kernel of dot products: 4x4 entries of `c` at a time, each a sum over
-/// `k` in 16 lanes, the 16 registers reduced together at the end. The
-/// `gemm` crate packs `b` per call, and its packing reads it across the
-/// rows. Measured on one core on SmallCNN's three Winograd layers (16
-/// products each): the transposed path ran at 111-130 GFLOP/s, the dot
-/// products at 93-101, the `gemm` crate at 72-76, 82-86 and 109-112; the
-/// transposes took 7-18% of the first. Elsewhere, [`sgemm`].
+/// On AVX-512, with `n` a multiple of 16 (the layer's input channels:
+/// every model's Winograd layers), `b` is transposed into `scratch`, 16x16
+/// blocks in registers, and [`sgemm_rows`]' kernel runs. The `gemm` crate
+/// packs `b` per call, and its packing reads it across the rows. Measured
+/// on one core on SmallCNN's three Winograd layers (16 products each): the
+/// transposed path ran at 111-130 GFLOP/s, the `gemm` crate at 72-76,
+/// 82-86 and 109-112; the transposes took 7-18% of the first. Elsewhere,
+/// [`sgemm`].
 pub fn sgemm_abt(
     (m, n, k): (usize, usize, usize),
     a: &[f32],
@@ -156,22 +154,12 @@ pub fn sgemm_abt(
         scratch.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if m > 0 && n > 0 && k > 0 && avx512::available() {
-        if n.is_multiple_of(LANES) {
-            let bt = &mut scratch[..n * k];
-            // SAFETY: AVX-512F (checked); `b` and `bt` hold `n·k` floats
-            // (checked above and just taken), both sides multiples of 16.
-            unsafe { avx512::transpose(b.as_ptr(), n, k, bt.as_mut_ptr()) };
-            return sgemm_rows(m, n, k, Mat::rows(a, k), Mat::rows(bt, n), c, accumulate);
-        }
-        if m.is_multiple_of(4) && n.is_multiple_of(4) {
-            // SAFETY: as in `sgemm_rows`; the kernel's 4x4 blocks tile `c`
-            // exactly (checked just above).
-            unsafe {
-                avx512::dots(m, n, k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), accumulate);
-            }
-            return;
-        }
+    if m > 0 && n.is_multiple_of(LANES) && n > 0 && k > 0 && avx512::available() {
+        let bt = &mut scratch[..n * k];
+        // SAFETY: AVX-512F (checked); `b` and `bt` hold `n·k` floats
+        // (checked above and just taken), both sides multiples of 16.
+        unsafe { avx512::transpose(b.as_ptr(), n, k, bt.as_mut_ptr()) };
+        return sgemm_rows(m, n, k, Mat::rows(a, k), Mat::rows(bt, n), c, accumulate);
     }
     sgemm(
         m,
@@ -364,96 +352,6 @@ mod avx512 {
             }
         }
     }
-
-    /// The dot products of [`super::sgemm_abt`].
-    ///
-    /// # Safety
-    /// AVX-512F; `m` and `n` multiples of 4, `k` of 16; `a` `m×k`, `b`
-    /// `n×k` and `c` `m×n`, row-major and that long.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dots(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        accumulate: bool,
-    ) {
-        for i in (0..m).step_by(4) {
-            for j in (0..n).step_by(4) {
-                unsafe {
-                    // acc[4q + r]: entry (i + r, j + q), in 16 partial sums.
-                    let mut acc = [_mm512_setzero_ps(); 16];
-                    for p in (0..k).step_by(LANES) {
-                        let av: [__m512; 4] =
-                            std::array::from_fn(|r| _mm512_loadu_ps(a.add((i + r) * k + p)));
-                        let bv: [__m512; 4] =
-                            std::array::from_fn(|q| _mm512_loadu_ps(b.add((j + q) * k + p)));
-                        for q in 0..4 {
-                            for r in 0..4 {
-                                acc[4 * q + r] = _mm512_fmadd_ps(av[r], bv[q], acc[4 * q + r]);
-                            }
-                        }
-                    }
-                    let sums = reduce16(acc);
-                    let rows = [
-                        _mm512_extractf32x4_ps::<0>(sums),
-                        _mm512_extractf32x4_ps::<1>(sums),
-                        _mm512_extractf32x4_ps::<2>(sums),
-                        _mm512_extractf32x4_ps::<3>(sums),
-                    ];
-                    for (r, &v) in rows.iter().enumerate() {
-                        let dst = c.add((i + r) * n + j);
-                        let v = if accumulate {
-                            _mm_add_ps(_mm_loadu_ps(dst), v)
-                        } else {
-                            v
-                        };
-                        _mm_storeu_ps(dst, v);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The 16 registers' sums in one: entry `4r + q` is the sum of
-    /// `acc[4q + r]`'s lanes. Halves, then quarters, then pairs, then
-    /// single lanes of two registers at a time are added, so that each
-    /// step serves every sum still open: 45 instructions where 16 separate
-    /// reductions take about 130.
-    #[inline(always)]
-    unsafe fn reduce16(acc: [__m512; 16]) -> __m512 {
-        // 128-bit quarters q0..q3: after each step a register holds half
-        // as many partial sums per original register, for twice as many.
-        let halves: [__m512; 8] = std::array::from_fn(|i| {
-            let (x, y) = (acc[2 * i], acc[2 * i + 1]);
-            // [x.q0 + x.q2, x.q1 + x.q3, y.q0 + y.q2, y.q1 + y.q3]
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x44>(x, y),
-                _mm512_shuffle_f32x4::<0xEE>(x, y),
-            )
-        });
-        let quarters: [__m512; 4] = std::array::from_fn(|i| {
-            let (x, y) = (halves[2 * i], halves[2 * i + 1]);
-            // Quarter r: the four partial sums of acc[4i + r].
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x88>(x, y),
-                _mm512_shuffle_f32x4::<0xDD>(x, y),
-            )
-        });
-        let pairs: [__m512; 2] = std::array::from_fn(|i| {
-            let (x, y) = (quarters[2 * i], quarters[2 * i + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_ps::<0b10_00_10_00>(x, y),
-                _mm512_shuffle_ps::<0b11_01_11_01>(x, y),
-            )
-        });
-        _mm512_add_ps(
-            _mm512_shuffle_ps::<0b10_00_10_00>(pairs[0], pairs[1]),
-            _mm512_shuffle_ps::<0b11_01_11_01>(pairs[0], pairs[1]),
-        )
-    }
 }
 
 #[cfg(test)]
@@ -498,7 +396,7 @@ mod tests {
     /// Every block size of the Winograd kernels (column blocks of 64, 32
     /// and 16, row blocks of 6 and 1, `a` read through either layout),
     /// overwriting and accumulating, against the naive product; `sgemm_abt`
-    /// on each of its three paths.
+    /// on both of its paths.
     #[test]
     fn winograd_kernels_match_a_naive_product() {
         let data =
@@ -519,7 +417,7 @@ mod tests {
                 });
             }
         }
-        // Transposed (n a multiple of 16), dot products (of 4), `sgemm`.
+        // Transposed (n a multiple of 16), or `sgemm`.
         for (m, n, k) in [
             (32, 32, 160),
             (64, 32, 128),
