@@ -6,6 +6,7 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod gemm;
 pub mod max_pool;
+mod parity;
 pub mod relu;
 mod winograd;
 

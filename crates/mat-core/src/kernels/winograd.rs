@@ -28,7 +28,7 @@ use std::mem::MaybeUninit;
 
 use super::conv2d::Geom;
 use super::gemm::{sgemm_abt, sgemm_rows, Mat};
-use super::{add_short, copy_short};
+use super::{add_short, parity};
 
 /// Tiles per product: images are grouped until a group holds about this
 /// many, so that SmallCNN's later layers (25 and 16 tiles an image) still
@@ -137,11 +137,11 @@ impl Plan {
     }
 
     /// The transforms' work space: a plane's four quarters and 16 runs
-    /// of one value per tile (the output transforms need less); the weight
+    /// of one value per tile (the output transforms need 12 runs); the weight
     /// gradient's products use it after them, for one `V_ξ` transposed.
     fn work_len(&self) -> usize {
         let t = self.tiles(self.per_group);
-        ((4 * self.quarter()).max(2 * self.tw) + XI * t).max(self.g.c * t)
+        (4 * self.quarter() + XI * t).max(self.g.c * t)
     }
 
     /// Floats of one quarter of a plane (see [`split_plane`]): `th + 2`
@@ -280,18 +280,11 @@ fn split_plane(p: &Plan, x: &[f32], quarters: &mut [f32]) {
         let (first, second, f0, s0) = parity_sides(p, even, odd);
         let at = (r / 2) * cols;
         let src = &x[iy * g.w..][..g.w];
-        let (f, s) = (
+        parity::split(
+            src,
             &mut first[at + f0..at + cols],
             &mut second[at + s0..at + cols],
         );
-        let mut pairs = src.chunks_exact(2);
-        for ((pair, f), s) in (&mut pairs).zip(f.iter_mut()).zip(s.iter_mut()) {
-            *f = pair[0];
-            *s = pair[1];
-        }
-        if let [last] = pairs.remainder() {
-            f[g.w / 2] = *last;
-        }
     }
 }
 
@@ -308,17 +301,7 @@ fn merge_plane(p: &Plan, quarters: &mut [f32], dx: &mut [MaybeUninit<f32>]) {
         let (first, second, f0, s0) = parity_sides(p, even, odd);
         let at = (r / 2) * cols;
         let dst = &mut dx[iy * g.w..][..g.w];
-        let (f, s) = (&first[at + f0..at + cols], &second[at + s0..at + cols]);
-        // Every element is written (the zip below would stop early otherwise).
-        assert!(f.len() >= g.w.div_ceil(2) && s.len() >= g.w / 2);
-        let mut pairs = dst.chunks_exact_mut(2);
-        for ((pair, f), s) in (&mut pairs).zip(f).zip(s) {
-            pair[0] = MaybeUninit::new(*f);
-            pair[1] = MaybeUninit::new(*s);
-        }
-        if let [last] = pairs.into_remainder() {
-            *last = MaybeUninit::new(f[g.w / 2]);
-        }
+        parity::merge_uninit(&first[at + f0..at + cols], &second[at + s0..at + cols], dst);
     }
 }
 
@@ -500,8 +483,7 @@ pub(super) fn output_transform(
     // Runs 0-7: Aᵀ·M (2 rows of 4); then the outputs (0, 0), (0, 1),
     // (1, 0), (1, 1) of every tile.
     let (s, rest) = work.split_at_mut(8 * t_all);
-    let (quad, row) = rest.split_at_mut(4 * t_all);
-    let row = &mut row[..2 * tw];
+    let quad = &mut rest[..4 * t_all];
     for (o, &bo) in bias.iter().enumerate() {
         {
             let src = runs(m, g.oc * t_all, o * t_all, t_all);
@@ -530,11 +512,7 @@ pub(super) fn output_transform(
                 let at = n * tpi + ty * p.cols();
                 let left = &quad[2 * r * t_all + at..][..tw];
                 let right = &quad[(2 * r + 1) * t_all + at..][..tw];
-                for ((pair, &a), &bb) in row.chunks_exact_mut(2).zip(left).zip(right) {
-                    pair[0] = a;
-                    pair[1] = bb;
-                }
-                copy_short(&mut plane[oy * g.ow..][..g.ow], row);
+                parity::merge(left, right, &mut plane[oy * g.ow..][..g.ow]);
             }
         }
     }
@@ -563,15 +541,11 @@ pub(super) fn output_transform_adjoint(
                 let (ty, r) = (oy / 2, oy % 2);
                 let at = n * tpi + ty * p.cols();
                 let (left, right) = quad[2 * r * t_all..].split_at_mut(t_all);
-                let (left, right) = (&mut left[at..][..tw], &mut right[at..][..tw]);
-                let mut pairs = plane[oy * g.ow..][..g.ow].chunks_exact(2);
-                for ((pair, a), bb) in (&mut pairs).zip(left.iter_mut()).zip(right.iter_mut()) {
-                    *a = pair[0];
-                    *bb = pair[1];
-                }
-                if let [last] = pairs.remainder() {
-                    left[g.ow / 2] = *last;
-                }
+                parity::split(
+                    &plane[oy * g.ow..][..g.ow],
+                    &mut left[at..][..tw],
+                    &mut right[at..][..tw],
+                );
             }
         }
         let src: [&[f32]; 4] = std::array::from_fn(|s| &quad[s * t_all..][..t_all]);
