@@ -1054,6 +1054,9 @@ mod tests {
             (5, 16, 9, 16, 1),
             (3, 16, 16, 16, 1),
             (6, 8, 15, 8, 1),
+            // One tile row: the input gradient's quarters term by term.
+            (2, 8, 4, 8, 0),
+            (3, 8, 2, 8, 1),
         ] {
             let p = Conv2dParams { stride: 1, padding };
             let g = Geom::new(&[n, c, hw, hw], &[oc, c, 3, 3], p).unwrap();

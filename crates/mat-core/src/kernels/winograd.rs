@@ -28,7 +28,7 @@ use std::mem::MaybeUninit;
 
 use super::conv2d::Geom;
 use super::gemm::{sgemm_abt, sgemm_rows, Mat};
-use super::{add_short, parity};
+use super::parity;
 
 /// Tiles per product: images are grouped until a group holds about this
 /// many, so that SmallCNN's later layers (25 and 16 tiles an image) still
@@ -480,10 +480,13 @@ pub(super) fn input_transform_adjoint(
             }
         }
         for n in 0..imgs {
-            quarters.fill(0.0);
-            for (xi, run) in dd.chunks_exact(t_all).enumerate() {
-                let dst = &mut quarters[window_run(p, xi / 4, xi % 4)..][..tpi];
-                add_short(dst, &run[n * tpi..][..tpi]);
+            for (q, quarter) in quarters.chunks_exact_mut(p.quarter()).enumerate() {
+                // The entries (i, j) of the windows that land in quarter
+                // `2a + b` (see `window_run`), at offsets 0, 1, cols, cols + 1.
+                let (a, b) = (q / 2, q % 2);
+                let runs = [(a, b), (a, b + 2), (a + 2, b), (a + 2, b + 2)]
+                    .map(|(i, j)| &dd[(4 * i + j) * t_all + n * tpi..][..tpi]);
+                sum_shifted(runs, p.cols(), quarter);
             }
             merge_plane(
                 p,
@@ -492,6 +495,56 @@ pub(super) fn input_transform_adjoint(
             );
         }
     }
+}
+
+/// `out[k] = r0[k] + r1[k - 1] + r2[k - cols] + r3[k - cols - 1]`, each
+/// term where its index falls inside the runs (`tpi` long), else left out:
+/// one quarter of an image's input gradient plane from the four entries
+/// of the windows that land in it (neighbouring windows overlap by two
+/// rows and two columns). Every entry of `out` is written, the sums in
+/// that order from zero.
+///
+/// The runs' extra tiles (the last of each tile row) are zero, so a shift
+/// by one that wraps into the row before adds nothing. The first `cols +
+/// 1` entries and the last `2·cols` miss terms and go piece by piece;
+/// the rest, most of the quarter, is one 4-run [`map4`].
+#[inline(always)]
+fn sum_shifted([r0, r1, r2, r3]: [&[f32]; 4], cols: usize, out: &mut [f32]) {
+    let tpi = r0.len();
+    if tpi < cols + 1 || out.len() < tpi + cols + 1 {
+        // A single tile row: every entry term by term.
+        for (k, o) in out.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for (r, shift) in [(r0, 0), (r1, 1), (r2, cols), (r3, cols + 1)] {
+                if k >= shift && k - shift < tpi {
+                    acc += r[k - shift];
+                }
+            }
+            *o = acc;
+        }
+        return;
+    }
+    let (m, e) = (tpi - cols - 1, tpi - cols);
+    // Before the third and fourth runs start.
+    out[0] = 0.0 + r0[0];
+    for k in 1..cols {
+        out[k] = (0.0 + r0[k]) + r1[k - 1];
+    }
+    out[cols] = ((0.0 + r0[cols]) + r1[cols - 1]) + r2[0];
+    let (body, tail) = out[cols + 1..].split_at_mut(m);
+    map4(
+        [&r0[cols + 1..], &r1[cols..], &r2[1..], &r3[..m]],
+        [body],
+        m,
+        |[a, b, c, d]| [(((0.0 + a) + b) + c) + d],
+    );
+    // After the first and second runs end.
+    tail[0] = ((0.0 + r1[tpi - 1]) + r2[e]) + r3[m];
+    for k in 1..cols {
+        tail[k] = (0.0 + r2[e + k]) + r3[m + k];
+    }
+    tail[cols] = 0.0 + r3[tpi - 1];
+    tail[cols + 1..].fill(0.0);
 }
 
 /// `Y = Aᵀ M A` of every tile plus the bias (and ReLU), into `y`
