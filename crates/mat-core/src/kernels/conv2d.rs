@@ -402,7 +402,7 @@ fn winograd_forward(g: &Geom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Ve
                     || {
                         let (v, m, _, _, rows) = winograd::split_scratch(&plan, buf, false);
                         winograd::input_transform(&plan, xs, imgs, v, rows);
-                        winograd::products(g, u, v, m, plan.tiles(imgs));
+                        winograd::products(&plan, u, v, m, imgs);
                         winograd::output_transform(&plan, m, imgs, b, relu, ys, rows);
                     },
                 )
@@ -600,15 +600,14 @@ impl CustomOp3 for Conv2dBwd {
                         let imgs = plan.per_group.min(task.last - start);
                         let dy_g =
                             output_gradient(&g, dy, mask, start..start + imgs, masked, task.db);
-                        let tiles = plan.tiles(imgs);
                         winograd::output_transform_adjoint(&plan, dy_g, imgs, dm, rows);
                         if self.want_dw {
                             let xs = &x[start * g.in_len()..][..imgs * g.in_len()];
                             winograd::input_transform(&plan, xs, imgs, v, rows);
-                            winograd::filter_gradient(&g, dm, v, task.dw, tiles, rows);
+                            winograd::filter_gradient(&plan, dm, v, task.dw, imgs, rows);
                         }
                         if let Some(dxt) = dx_task.as_deref_mut() {
-                            winograd::input_gradient(&g, u, dm, dv, tiles);
+                            winograd::input_gradient(&plan, u, dm, dv, imgs);
                             let dxg =
                                 &mut dxt[(start - task.first) * g.in_len()..][..imgs * g.in_len()];
                             winograd::input_transform_adjoint(&plan, dv, imgs, dxg, rows);

@@ -39,6 +39,15 @@ const TILES_PER_GROUP: usize = 128;
 /// Positions of a transformed tile.
 const XI: usize = 16;
 
+/// Floats between one position's matrix and the next in `V`, `M` and
+/// their gradients, past the matrix itself. The transforms read or write
+/// all 16 positions of a channel's tiles at once: with `C·T` floats a
+/// multiple of 1024 (4 KB; SmallCNN's second and third layers, 32 x 160
+/// and 32 x 128), their 16 runs fell into the same sets of the L1 cache
+/// and evicted each other, and the input transform took longer than one
+/// of the products it feeds. One cache line more puts them in 16 sets.
+const SKEW: usize = 16;
+
 /// A group's tile count is a multiple of this: the products' kernels
 /// ([`sgemm_rows`], [`sgemm_abt`]) then run whole 16-lane registers along
 /// the tiles. With the `gemm` crate, measured on one core (AVX-512), `[32,
@@ -112,14 +121,26 @@ impl Plan {
         (imgs * self.tpi()).next_multiple_of(TILE_ROUND)
     }
 
-    /// Floats of a group's transformed input `V` (`[16, C, T]`) for `imgs` images.
-    fn v_len(&self, imgs: usize) -> usize {
-        XI * self.g.c * self.tiles(imgs)
+    /// Floats from one position's matrix to the next in a group's `V` or
+    /// `dV` (`[16, C, T]`, each `[C, T]` row-major) for `imgs` images:
+    /// `C·T` and [`SKEW`].
+    fn v_stride(&self, imgs: usize) -> usize {
+        self.g.c * self.tiles(imgs) + SKEW
     }
 
-    /// Floats of a group's products `M` or `dM` (`[16, OC, T]`).
+    /// [`Plan::v_stride`] of a group's products `M` or `dM` (`[16, OC, T]`).
+    fn m_stride(&self, imgs: usize) -> usize {
+        self.g.oc * self.tiles(imgs) + SKEW
+    }
+
+    /// Floats of a group's `V` or `dV` for `imgs` images.
+    fn v_len(&self, imgs: usize) -> usize {
+        XI * self.v_stride(imgs)
+    }
+
+    /// Floats of a group's `M` or `dM`.
     fn m_len(&self, imgs: usize) -> usize {
-        XI * self.g.oc * self.tiles(imgs)
+        XI * self.m_stride(imgs)
     }
 
     /// Floats of the scratch one forward task needs.
@@ -427,7 +448,7 @@ pub(super) fn input_transform(p: &Plan, x: &[f32], imgs: usize, v: &mut [f32], w
             }
         }
         let rs: [&[f32]; XI] = rs.map(|r| &*r);
-        let mut out = runs_mut(v, g.c * t_all, c * t_all, t_all).into_iter();
+        let mut out = runs_mut(v, p.v_stride(imgs), c * t_all, t_all).into_iter();
         for i in 0..4 {
             let dst: [&mut [f32]; 4] = std::array::from_fn(|_| out.next().expect("16 runs"));
             map4(four(&rs, 4 * i, 1), dst, t_all, bt);
@@ -466,7 +487,7 @@ pub(super) fn input_transform_adjoint(
     let dd = &mut rest[..XI * t_all];
     for c in 0..g.c {
         {
-            let src = runs(dv, g.c * t_all, c * t_all, t_all);
+            let src = runs(dv, p.v_stride(imgs), c * t_all, t_all);
             let mut out: [&mut [f32]; XI] = split::<XI>(dd, t_all);
             // B· down each column, from dV into dd, then ·Bᵀ along each row in place.
             for j in 0..4 {
@@ -569,7 +590,7 @@ pub(super) fn output_transform(
     let quad = &mut rest[..4 * t_all];
     for (o, &bo) in bias.iter().enumerate() {
         {
-            let src = runs(m, g.oc * t_all, o * t_all, t_all);
+            let src = runs(m, p.m_stride(imgs), o * t_all, t_all);
             let [s00, s01, s02, s03, s10, s11, s12, s13] = split::<8>(s, t_all);
             for (j, [top, bottom]) in [[s00, s10], [s01, s11], [s02, s12], [s03, s13]]
                 .into_iter()
@@ -632,7 +653,7 @@ pub(super) fn output_transform_adjoint(
             }
         }
         let src: [&[f32]; 4] = std::array::from_fn(|s| &quad[s * t_all..][..t_all]);
-        let mut out = runs_mut(dm, g.oc * t_all, o * t_all, t_all).into_iter();
+        let mut out = runs_mut(dm, p.m_stride(imgs), o * t_all, t_all).into_iter();
         // A·dY has rows (a0, b0), (a0 + a1, b0 + b1), (a0 - a1, b0 - b1),
         // (-a1, -b1); ·Aᵀ takes each row (p, q) to (p, p + q, p - q, -q).
         for i in 0..4 {
@@ -650,45 +671,48 @@ pub(super) fn output_transform_adjoint(
     }
 }
 
-/// The 16 products `M_ξ = U_ξ · V_ξ` of one group of `t` tiles.
+/// The 16 products `M_ξ = U_ξ · V_ξ` of one group of `imgs` images.
 #[inline(always)]
-pub(super) fn products(g: &Geom, u: &[f32], v: &[f32], m: &mut [f32], t: usize) {
-    let (oc, c) = (g.oc, g.c);
-    for (xi, m) in m[..XI * oc * t].chunks_exact_mut(oc * t).enumerate() {
+pub(super) fn products(p: &Plan, u: &[f32], v: &[f32], m: &mut [f32], imgs: usize) {
+    let (oc, c, t) = (p.g.oc, p.g.c, p.tiles(imgs));
+    let (vs, ms) = (p.v_stride(imgs), p.m_stride(imgs));
+    for (xi, m) in m[..XI * ms].chunks_exact_mut(ms).enumerate() {
         let u = Mat::rows(&u[xi * oc * c..][..oc * c], c);
-        let v = Mat::rows(&v[xi * c * t..][..c * t], t);
-        sgemm_rows(oc, t, c, u, v, m, false);
+        let v = Mat::rows(&v[xi * vs..][..c * t], t);
+        sgemm_rows(oc, t, c, u, v, &mut m[..oc * t], false);
     }
 }
 
-/// `dU_ξ += dM_ξ · V_ξᵀ` for one group of `t` tiles, into `du` `[16, OC, C]`;
-/// the tiles, the reduction axis, are contiguous in both operands (see
-/// [`sgemm_abt`], which may use `work`).
+/// `dU_ξ += dM_ξ · V_ξᵀ` for one group of `imgs` images, into `du` `[16,
+/// OC, C]`; the tiles, the reduction axis, are contiguous in both operands
+/// (see [`sgemm_abt`], which may use `work`).
 #[inline(always)]
 pub(super) fn filter_gradient(
-    g: &Geom,
+    p: &Plan,
     dm: &[f32],
     v: &[f32],
     du: &mut [f32],
-    t: usize,
+    imgs: usize,
     work: &mut [f32],
 ) {
-    let (oc, c) = (g.oc, g.c);
+    let (oc, c, t) = (p.g.oc, p.g.c, p.tiles(imgs));
+    let (vs, ms) = (p.v_stride(imgs), p.m_stride(imgs));
     for (xi, du) in du[..XI * oc * c].chunks_exact_mut(oc * c).enumerate() {
-        let v = &v[xi * c * t..][..c * t];
-        let dm = &dm[xi * oc * t..][..oc * t];
+        let v = &v[xi * vs..][..c * t];
+        let dm = &dm[xi * ms..][..oc * t];
         sgemm_abt((oc, c, t), dm, v, du, true, work);
     }
 }
 
-/// `dV_ξ = U_ξᵀ · dM_ξ` for one group of `t` tiles.
+/// `dV_ξ = U_ξᵀ · dM_ξ` for one group of `imgs` images.
 #[inline(always)]
-pub(super) fn input_gradient(g: &Geom, u: &[f32], dm: &[f32], dv: &mut [f32], t: usize) {
-    let (oc, c) = (g.oc, g.c);
-    for (xi, dv) in dv[..XI * c * t].chunks_exact_mut(c * t).enumerate() {
+pub(super) fn input_gradient(p: &Plan, u: &[f32], dm: &[f32], dv: &mut [f32], imgs: usize) {
+    let (oc, c, t) = (p.g.oc, p.g.c, p.tiles(imgs));
+    let (vs, ms) = (p.v_stride(imgs), p.m_stride(imgs));
+    for (xi, dv) in dv[..XI * vs].chunks_exact_mut(vs).enumerate() {
         let ut = Mat::transposed(&u[xi * oc * c..][..oc * c], c);
-        let dm = Mat::rows(&dm[xi * oc * t..][..oc * t], t);
-        sgemm_rows(c, t, oc, ut, dm, dv, false);
+        let dm = Mat::rows(&dm[xi * ms..][..oc * t], t);
+        sgemm_rows(c, t, oc, ut, dm, &mut dv[..c * t], false);
     }
 }
 
