@@ -101,6 +101,13 @@ mod avx512 {
         ((1u32 << k.min(16)) - 1) as __mmask16
     }
 
+    /// A row of `n` floats in blocks of 32 (two registers): each block's
+    /// start (even) and length.
+    #[inline(always)]
+    fn blocks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..n).step_by(32).map(move |s| (s, (n - s).min(32)))
+    }
+
     /// See [`super::split`].
     ///
     /// # Safety
@@ -110,9 +117,7 @@ mod avx512 {
         // Lanes 0-15 of the pair (a, b) are a's, 16-31 b's.
         let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let mut s = 0;
-        while s < n {
-            let m = (n - s).min(32);
+        for (s, m) in blocks(n) {
             // SAFETY: the masks cover `src[s..s + m]`, `even[s/2..][..⌈m/2⌉]`
             // and `odd[s/2..][..⌊m/2⌋]` (`s` is even), inside the stated
             // lengths; masked-off lanes are neither read nor written.
@@ -125,7 +130,6 @@ mod avx512 {
                 _mm512_mask_storeu_ps(even.wrapping_add(s / 2), first(m.div_ceil(2)), e);
                 _mm512_mask_storeu_ps(odd.wrapping_add(s / 2), first(m / 2), o);
             }
-            s += 32;
         }
     }
 
@@ -138,9 +142,7 @@ mod avx512 {
         // Lanes 0-15 of the pair (e, o) are e's, 16-31 o's.
         let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        let mut s = 0;
-        while s < n {
-            let m = (n - s).min(32);
+        for (s, m) in blocks(n) {
             // SAFETY: as in `split`, the masks keep every access inside
             // `dst[s..s + m]`, `even[s/2..][..⌈m/2⌉]` and `odd[s/2..][..⌊m/2⌋]`.
             unsafe {
@@ -158,7 +160,6 @@ mod avx512 {
                     _mm512_permutex2var_ps(e, high, o),
                 );
             }
-            s += 32;
         }
     }
 }
