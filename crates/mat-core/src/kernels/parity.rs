@@ -213,7 +213,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "out of range")]
     fn split_refuses_a_short_odd_half() {
         split(&[1.0; 8], &mut [0.0; 4], &mut [0.0; 3]);
     }

@@ -42,10 +42,11 @@ const XI: usize = 16;
 /// Floats between one position's matrix and the next in `V`, `M` and
 /// their gradients, past the matrix itself. The transforms read or write
 /// all 16 positions of a channel's tiles at once: with `C·T` floats a
-/// multiple of 1024 (4 KB; SmallCNN's second and third layers, 32 x 160
-/// and 32 x 128), their 16 runs fell into the same sets of the L1 cache
-/// and evicted each other, and the input transform took longer than one
-/// of the products it feeds. One cache line more puts them in 16 sets.
+/// multiple of 1024 (4 KB; all three of SmallCNN's Winograd layers, 32 x
+/// 160, 32 x 128 and 64 x 160), their 16 runs fell into the same sets of
+/// the L1 cache and evicted each other, and the input transform took
+/// longer than one of the products it feeds. One cache line more puts
+/// them in 16 sets.
 const SKEW: usize = 16;
 
 /// A group's tile count is a multiple of this: the products' kernels
