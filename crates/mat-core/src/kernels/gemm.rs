@@ -394,7 +394,7 @@ mod tests {
     }
 
     /// Every block size of the Winograd kernels (column blocks of 64, 32
-    /// and 16, row blocks of 6 and 1, `a` read through either layout),
+    /// and 16, row blocks of 6, 4, 2 and 1, `a` read through either layout),
     /// overwriting and accumulating, against the naive product; `sgemm_abt`
     /// on both of its paths.
     #[test]

@@ -88,8 +88,8 @@ pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
 }
 
 /// `dst[i] += src[i]` for short runs (see [`row_segment`]), and for the
-/// longer ones of the Winograd adjoint and the backward's partial sums,
-/// which the same blocks of 8 serve.
+/// longer ones of the backward's partial sums, which the same blocks of 8
+/// serve.
 #[inline(always)]
 pub(crate) fn add_short(dst: &mut [f32], src: &[f32]) {
     row_segment::<true>(dst, src)
