@@ -15,6 +15,7 @@
 //! `dbeta = Σ dz`, `dgamma = Σ dz · xhat`,
 //! `dx = gamma · invstd · (dz - dbeta/M - xhat · dgamma/M)`.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -163,7 +164,7 @@ impl CustomOp3 for BnTrain {
         let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
         let relu = self.relu;
-        let y = par_buffer(x.len(), c * hw, |i, y| {
+        let fill = |i: usize, y: &mut [MaybeUninit<f32>]| {
             vectorized(
                 #[inline(always)]
                 || {
@@ -173,12 +174,14 @@ impl CustomOp3 for BnTrain {
                         let out = &mut y[ch * hw..(ch + 1) * hw];
                         for (o, &v) in out.iter_mut().zip(&x[at..at + hw]) {
                             let z = v * s + t;
-                            *o = if relu { z.max(0.0) } else { z };
+                            *o = MaybeUninit::new(if relu { z.max(0.0) } else { z });
                         }
                     }
                 },
             )
-        });
+        };
+        // SAFETY: each part is one image, c planes of hw, all written.
+        let y = unsafe { par_buffer(x.len(), c * hw, fill) };
         let _ = self.stats.set(BatchStats {
             mean,
             var: var.into_iter().map(|v| v as f32).collect(),
@@ -289,7 +292,7 @@ impl CustomOp3 for BnBwd {
             .map(|ch| (dgamma[ch] / m) as f32 * invstd[ch])
             .collect();
         let len = x.len();
-        let mut out = par_buffer(len, c * hw, |i, dx| {
+        let fill = |i: usize, dx: &mut [MaybeUninit<f32>]| {
             vectorized(
                 #[inline(always)]
                 || {
@@ -302,12 +305,14 @@ impl CustomOp3 for BnBwd {
                             out.zip(x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]))
                         {
                             let dz = if !relu || y > 0.0 { dy } else { 0.0 };
-                            *o = k * (dz - a - (x - mu) * b);
+                            *o = MaybeUninit::new(k * (dz - a - (x - mu) * b));
                         }
                     }
                 },
             )
-        });
+        };
+        // SAFETY: each part is one image, c planes of hw, all written.
+        let mut out = unsafe { par_buffer(len, c * hw, fill) };
         out.extend(dgamma.iter().map(|&v| v as f32));
         out.extend(dbeta.iter().map(|&v| v as f32));
         let total = out.len();

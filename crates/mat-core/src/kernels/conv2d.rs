@@ -357,7 +357,11 @@ fn output_gradient<'a>(
     let dy = match mask {
         Some(m) => {
             let masked = &mut masked[..to - from];
-            mask_by_output(&m[from..to], &dy[from..to], masked);
+            // SAFETY: `mask_by_output` writes only floats into the view, so
+            // `masked` stays initialised; `MaybeUninit<f32>` has the layout
+            // of `f32`.
+            let view = unsafe { &mut *(masked as *mut [f32] as *mut [MaybeUninit<f32>]) };
+            mask_by_output(&m[from..to], &dy[from..to], view);
             masked
         }
         None => &dy[from..to],
@@ -393,7 +397,7 @@ fn winograd_forward(g: &Geom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Ve
         winograd::filter_transform(g, w, u);
         let u = &*u;
         let per = plan.per_group;
-        par_buffer(g.n * g.out_len(), g.out_len() * per, |t, ys| {
+        let fill = |t: usize, ys: &mut [MaybeUninit<f32>]| {
             let imgs = ys.len() / g.out_len();
             let xs = &x[t * per * g.in_len()..][..imgs * g.in_len()];
             with_cols(plan.forward_scratch(), |buf| {
@@ -407,7 +411,9 @@ fn winograd_forward(g: &Geom, x: &[f32], w: &[f32], b: &[f32], relu: bool) -> Ve
                     },
                 )
             })
-        })
+        };
+        // SAFETY: `output_transform` writes every element of its images.
+        unsafe { par_buffer(g.n * g.out_len(), g.out_len() * per, fill) }
     })
 }
 
@@ -448,7 +454,7 @@ impl CustomOp3 for Conv2dOp {
         }
         let (k, p) = (g.k(), g.p());
         let per = chunk(g.n);
-        let y = par_buffer(g.n * g.out_len(), g.out_len() * per, |t, ys| {
+        let fill = |t: usize, ys: &mut [MaybeUninit<f32>]| {
             let xs = &x[t * per * g.in_len()..];
             with_cols(k * p, |cols| {
                 vectorized(
@@ -457,8 +463,11 @@ impl CustomOp3 for Conv2dOp {
                         for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
                             // Start from the bias and accumulate the product onto it.
                             for (row, &bo) in y_n.chunks_mut(p).zip(b) {
-                                row.fill(bo);
+                                row.fill(MaybeUninit::new(bo));
                             }
+                            // SAFETY: the oc rows of p floats above are the
+                            // whole image's output.
+                            let y_n = unsafe { y_n.assume_init_mut() };
                             im2col(&g, x_n, cols);
                             sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(cols, p), y_n, true);
                             if self.relu {
@@ -468,7 +477,9 @@ impl CustomOp3 for Conv2dOp {
                     },
                 )
             })
-        });
+        };
+        // SAFETY: each image's output is written whole (the bias) first.
+        let y = unsafe { par_buffer(g.n * g.out_len(), g.out_len() * per, fill) };
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))))
     }
 

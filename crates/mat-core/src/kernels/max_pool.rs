@@ -8,7 +8,9 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
-use super::{copy_short, f32_slice, par_buffer, vectorized};
+use std::mem::MaybeUninit;
+
+use super::{copy_short, f32_slice, par_buffer, vectorized, write_short};
 
 #[derive(Clone, Copy)]
 struct Pool {
@@ -70,7 +72,7 @@ fn first_max4(a: f32, b: f32, c: f32, d: f32) -> (f32, u32) {
 /// Blocks of 8 outputs work on local arrays, so that they vectorise (the
 /// compiler cannot rule out that `y` overlaps the inputs otherwise).
 #[inline(always)]
-fn pool2_row(top: &[f32], bottom: &[f32], y: &mut [f32]) {
+fn pool2_row(top: &[f32], bottom: &[f32], y: &mut [MaybeUninit<f32>]) {
     let blocks = y.len() / 8;
     let (y8, y_rest) = y.split_at_mut(8 * blocks);
     let (t16, b16) = (
@@ -80,12 +82,12 @@ fn pool2_row(top: &[f32], bottom: &[f32], y: &mut [f32]) {
     for ((y, t), b) in y8.chunks_exact_mut(8).zip(t16).zip(b16) {
         let t: [f32; 16] = t.try_into().expect("a block of 16");
         let b: [f32; 16] = b.try_into().expect("a block of 16");
-        let y: &mut [f32; 8] = y.try_into().expect("a block of 8");
+        let y: &mut [MaybeUninit<f32>; 8] = y.try_into().expect("a block of 8");
         let mut out = [0f32; 8];
         for (j, o) in out.iter_mut().enumerate() {
             *o = first_max4(t[2 * j], t[2 * j + 1], b[2 * j], b[2 * j + 1]).0;
         }
-        *y = out;
+        *y = out.map(MaybeUninit::new);
     }
     let (top, bottom) = (&top[16 * blocks..], &bottom[16 * blocks..]);
     for ((y, t), b) in y_rest
@@ -93,7 +95,7 @@ fn pool2_row(top: &[f32], bottom: &[f32], y: &mut [f32]) {
         .zip(top.chunks_exact(2))
         .zip(bottom.chunks_exact(2))
     {
-        *y = first_max4(t[0], t[1], b[0], b[1]).0;
+        *y = MaybeUninit::new(first_max4(t[0], t[1], b[0], b[1]).0);
     }
 }
 
@@ -157,13 +159,13 @@ fn planes_per_task(planes: usize, plane_len: usize) -> usize {
 }
 
 impl Pool {
-    /// One plane's output `y` from its input `x`; `rows` is scratch of at
-    /// least `4·oh·ow` floats.
+    /// One plane's output `y` (every element) from its input `x`; `rows`
+    /// is scratch of at least `4·oh·ow` floats.
     #[inline(always)]
     fn forward_plane(
         &self,
         x: &[f32],
-        y: &mut [f32],
+        y: &mut [MaybeUninit<f32>],
         w: usize,
         (oh, ow): (usize, usize),
         rows: &mut [f32],
@@ -175,7 +177,7 @@ impl Pool {
         }
         for oy in 0..oh {
             for ox in 0..ow {
-                y[oy * ow + ox] = x[self.argmax(x, w, oy, ox)];
+                y[oy * ow + ox] = MaybeUninit::new(x[self.argmax(x, w, oy, ox)]);
             }
         }
     }
@@ -217,7 +219,7 @@ impl CustomOp1 for Pool {
         let (planes, h, w, oh, ow) = self.dims(l)?;
         let x = f32_slice(s, l, "max_pool2d input")?;
         let per = planes_per_task(planes, h * w);
-        let y = par_buffer(planes * oh * ow, per * oh * ow, |t, ys| {
+        let fill = |t: usize, ys: &mut [MaybeUninit<f32>]| {
             let mut rows = vec![0f32; 4 * oh * ow];
             vectorized(
                 #[inline(always)]
@@ -229,7 +231,9 @@ impl CustomOp1 for Pool {
                     }
                 },
             )
-        });
+        };
+        // SAFETY: `forward_plane` writes every element of its plane.
+        let y = unsafe { par_buffer(planes * oh * ow, per * oh * ow, fill) };
         let d = l.dims();
         Ok((CpuStorage::F32(y), Shape::from((d[0], d[1], oh, ow))))
     }
@@ -268,7 +272,7 @@ impl CustomOp2 for PoolBwd {
             )
         }
         let per = planes_per_task(planes, h * w);
-        let dx = par_buffer(x.len(), per * h * w, |t, dxs| {
+        let fill = |t: usize, dxs: &mut [MaybeUninit<f32>]| {
             let mut rows = vec![0f32; 8 * oh * ow];
             vectorized(
                 #[inline(always)]
@@ -286,43 +290,52 @@ impl CustomOp2 for PoolBwd {
                     }
                 },
             )
-        });
+        };
+        // SAFETY: `backward_plane` writes every element of its plane.
+        let dx = unsafe { par_buffer(x.len(), per * h * w, fill) };
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
 
 impl PoolBwd {
-    /// One plane's input gradient `dx` from its input `x` and output
-    /// gradient `dy`; `rows` is scratch of at least `8·oh·ow` floats.
+    /// One plane's input gradient `dx` (every element) from its input `x`
+    /// and output gradient `dy`; `rows` is scratch of at least `8·oh·ow`
+    /// floats.
     #[inline(always)]
     fn backward_plane(
         &self,
         x: &[f32],
         dy: &[f32],
-        dx: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
         w: usize,
         (oh, ow): (usize, usize),
         rows: &mut [f32],
     ) {
+        let zero = MaybeUninit::new(0.0);
         if self.0.k == 2 {
             // The whole plane's windows at once (see `window_rows`), then
             // each gradient row back in place; rows and columns that floor
-            // mode drops keep their 0.
+            // mode drops get 0.
             let (xs, grads) = rows.split_at_mut(4 * oh * ow);
             let (top, bottom) = window_rows(x, w, oh, ow, xs);
             let seg = 2 * ow;
             let (dtop, dbottom) = grads[..2 * oh * seg].split_at_mut(oh * seg);
             pool2_row_bwd(top, bottom, dy, dtop, dbottom);
-            for (oy, (t, b)) in dtop
-                .chunks_exact(seg)
-                .zip(dbottom.chunks_exact(seg))
-                .enumerate()
-            {
-                copy_short(&mut dx[2 * oy * w..][..seg], t);
-                copy_short(&mut dx[(2 * oy + 1) * w..][..seg], b);
+            let (pooled, dropped) = dx.split_at_mut(2 * oh * w);
+            let windows = dtop.chunks_exact(seg).zip(dbottom.chunks_exact(seg));
+            for (rows, (t, b)) in pooled.chunks_exact_mut(2 * w).zip(windows) {
+                for (row, src) in rows.chunks_exact_mut(w).zip([t, b]) {
+                    let (head, tail) = row.split_at_mut(seg);
+                    write_short(head, src);
+                    tail.fill(zero);
+                }
             }
+            dropped.fill(zero);
             return;
         }
+        dx.fill(zero);
+        // SAFETY: every element was just written.
+        let dx = unsafe { dx.assume_init_mut() };
         for oy in 0..oh {
             for ox in 0..ow {
                 dx[self.0.argmax(x, w, oy, ox)] += dy[oy * ow + ox];
@@ -434,12 +447,17 @@ mod tests {
     /// that blocks of 8 windows span output rows) give, bit for bit, the
     /// output and gradient of the general window loop: SmallCNN's 24x24 and
     /// 8x8 planes, odd sizes whose last row and column are dropped, ties and
-    /// NaNs.
+    /// NaNs. 3x3 windows (the general loop) on the same planes route their
+    /// gradients the same way, and write 0 everywhere else.
     #[test]
     fn whole_planes_equal_the_general_window_loop() {
         let mut rng = SeededRng::new(4);
-        for (h, w) in [(24, 24), (8, 8), (9, 7), (2, 2), (5, 34)] {
-            let (oh, ow, planes) = (h / 2, w / 2, 3);
+        let shapes = [(24, 24), (8, 8), (9, 7), (2, 2), (5, 34)];
+        for (k, (h, w)) in [2, 3].into_iter().flat_map(|k| shapes.map(|s| (k, s))) {
+            if h < k || w < k {
+                continue;
+            }
+            let (oh, ow, planes) = (h / k, w / k, 3);
             let xv: Vec<f32> = (0..planes * h * w)
                 .map(|_| match rng.below(12) {
                     0 => f32::NAN,
@@ -449,10 +467,10 @@ mod tests {
                 .collect();
             let dyv: Vec<f32> = (0..planes * oh * ow).map(|i| i as f32 + 1.0).collect();
             let x = Var::from_slice(&xv, (1, planes, h, w), &Device::Cpu).unwrap();
-            let y = max_pool2d(&x, 2).unwrap();
+            let y = max_pool2d(&x, k).unwrap();
             let dy = Tensor::from_slice(&dyv, y.shape(), &Device::Cpu).unwrap();
             let (dx, y) = (grad(&y, &dy, &x), flat(&y));
-            let pool = Pool { k: 2 };
+            let pool = Pool { k };
             let mut want_dx = vec![0f32; xv.len()];
             for p in 0..planes {
                 let plane = &xv[p * h * w..(p + 1) * h * w];
@@ -460,12 +478,16 @@ mod tests {
                     for ox in 0..ow {
                         let at = pool.argmax(plane, w, oy, ox);
                         let o = (p * oh + oy) * ow + ox;
-                        assert_eq!(y[o].to_bits(), plane[at].to_bits(), "{h}x{w}: output {o}");
+                        assert_eq!(
+                            y[o].to_bits(),
+                            plane[at].to_bits(),
+                            "{k}: {h}x{w}: output {o}"
+                        );
                         want_dx[p * h * w + at] = dyv[o];
                     }
                 }
             }
-            assert_eq!(dx, want_dx, "{h}x{w}: gradient");
+            assert_eq!(dx, want_dx, "{k}: {h}x{w}: gradient");
         }
     }
 

@@ -81,6 +81,23 @@ fn row_segment<const ADD: bool>(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// [`copy_short`] into a buffer's spare capacity: writes every element of
+/// `dst`.
+#[inline(always)]
+pub(crate) fn write_short(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    let src = &src[..dst.len()];
+    let mut d8 = dst.chunks_exact_mut(8);
+    let mut s8 = src.chunks_exact(8);
+    for (d, s) in (&mut d8).zip(&mut s8) {
+        let v: [f32; 8] = s.try_into().expect("a block of 8");
+        let d: &mut [MaybeUninit<f32>; 8] = d.try_into().expect("a block of 8");
+        *d = v.map(MaybeUninit::new);
+    }
+    for (d, s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
+        *d = MaybeUninit::new(*s);
+    }
+}
+
 /// `dst.copy_from_slice(&src[..dst.len()])` for short runs (see [`row_segment`]).
 #[inline(always)]
 pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
@@ -115,30 +132,52 @@ pub(crate) fn lane_sum(block: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 /// A buffer of `len` floats filled in parallel: `fill(i, part)` gets the
-/// `i`-th part of `chunk` elements (the last may be shorter), zeroed.
+/// `i`-th part of `chunk` elements (the last may be shorter), from the
+/// buffer's spare capacity, and writes every element of it.
 ///
-/// Each task zeroes its own part just before writing it, in its core's
-/// cache: `vec![0.0; len]` zeroes the whole buffer on the calling thread
-/// first, a serial pass over every activation and gradient while the other
-/// cores wait.
-pub(crate) fn par_buffer(
+/// Each task writes its own part, in its core's cache: `vec![0.0; len]`
+/// zeroes the whole buffer on the calling thread first, a serial pass over
+/// every activation and gradient while the other cores wait. Zeroing each
+/// part in its task before the kernel overwrote it whole was still 5% of a
+/// SmallCNN training epoch (the convolutions' outputs and the max-pool's
+/// input gradients, mostly), so no part is zeroed.
+///
+/// In this crate's tests every part is filled with a marker first, and a
+/// marker left anywhere panics, naming the element: the kernel tests check
+/// the contract below on their shapes.
+///
+/// # Safety
+/// `fill(i, part)` must write every element of `part`.
+pub(crate) unsafe fn par_buffer(
     len: usize,
     chunk: usize,
-    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
 ) -> Vec<f32> {
     let mut buf = Vec::with_capacity(len);
     buf.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .enumerate()
-        .for_each(|(i, part)| fill(i, zeroed(part)));
-    // SAFETY: every part went through `zeroed`.
+        .for_each(|(i, part)| {
+            #[cfg(test)]
+            part.fill(MaybeUninit::new(UNWRITTEN));
+            fill(i, part)
+        });
+    // SAFETY: the caller's `fill` wrote every element.
     unsafe { buf.set_len(len) };
+    #[cfg(test)]
+    if let Some(i) = buf.iter().position(|v| v.to_bits() == UNWRITTEN.to_bits()) {
+        panic!("par_buffer: element {i} of {len} was not written");
+    }
     buf
 }
 
-/// Zeroes `part` of a buffer's spare capacity and returns it as floats
-/// (see [`par_buffer`]); the caller sets the length once every part went
-/// through here.
+/// The marker of [`par_buffer`]'s check: a signalling NaN, which no
+/// arithmetic returns (it gives quiet NaNs).
+#[cfg(test)]
+const UNWRITTEN: f32 = f32::from_bits(0x7fa5_a5a5);
+
+/// Zeroes `part` of a buffer's spare capacity and returns it as floats;
+/// the caller sets the length once every part went through here.
 pub(crate) fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     part.fill(MaybeUninit::new(0.0));
     // SAFETY: every element was just written, and MaybeUninit<f32> has the

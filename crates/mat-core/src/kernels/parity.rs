@@ -76,15 +76,6 @@ fn merge_plain(even: &[f32], odd: &[f32], dst: &mut [MaybeUninit<f32>]) {
     }
 }
 
-/// [`merge_uninit`] into initialised floats.
-#[inline(always)]
-pub(crate) fn merge(even: &[f32], odd: &[f32], dst: &mut [f32]) {
-    // SAFETY: `merge_uninit` writes only initialised floats, so `dst`
-    // stays initialised; `MaybeUninit<f32>` has the layout of `f32`.
-    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    merge_uninit(even, odd, dst)
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -197,8 +188,10 @@ mod tests {
                     "split, length {n}, column pair {k}"
                 );
             }
-            let mut back = vec![-1.0; n + 3];
-            merge(&even, &odd, &mut back[..n]);
+            let mut back = vec![MaybeUninit::new(-1.0); n + 3];
+            merge_uninit(&even, &odd, &mut back[..n]);
+            // SAFETY: every element was initialised to -1 above.
+            let back: Vec<f32> = back.iter().map(|v| unsafe { v.assume_init() }).collect();
             assert_eq!(&back[..n], &src[..], "merge, length {n}");
             assert_eq!(&back[n..], &[-1.0; 3], "merge wrote past length {n}");
             let mut plain = vec![MaybeUninit::new(-1.0); n];

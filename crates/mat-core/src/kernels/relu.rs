@@ -3,6 +3,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
+use std::mem::MaybeUninit;
+
 use super::{f32_slice, par_buffer, vectorized};
 
 /// Elements per rayon task: large enough to amortise the task.
@@ -17,16 +19,19 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "relu input")?;
-        let y = par_buffer(x.len(), CHUNK, |i, y| {
+        let fill = |i: usize, y: &mut [MaybeUninit<f32>]| {
             vectorized(
                 #[inline(always)]
                 || {
                     for (y, &x) in y.iter_mut().zip(&x[i * CHUNK..]) {
-                        *y = x.max(0.0);
+                        *y = MaybeUninit::new(x.max(0.0));
                     }
                 },
             )
-        });
+        };
+        // SAFETY: each part's input is at least as long as the part, and
+        // every element of it is written.
+        let y = unsafe { par_buffer(x.len(), CHUNK, fill) };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -56,21 +61,24 @@ impl CustomOp2 for ReluBwd {
         if y.len() != dy.len() {
             candle_core::bail!("relu backward: {} outputs, {} gradients", y.len(), dy.len())
         }
-        let dx = par_buffer(y.len(), CHUNK, |i, dx| {
+        let fill = |i: usize, dx: &mut [MaybeUninit<f32>]| {
             vectorized(
                 #[inline(always)]
                 || mask_by_output(&y[i * CHUNK..], &dy[i * CHUNK..], dx),
             )
-        });
+        };
+        // SAFETY: `y` and `dy` have `dx`'s length (checked above), so
+        // `mask_by_output` writes every element of each part.
+        let dx = unsafe { par_buffer(y.len(), CHUNK, fill) };
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
 
-/// `dx = dy · [y > 0]`, elementwise.
+/// `dx = dy · [y > 0]`, elementwise, over the shortest of the three.
 #[inline(always)]
-pub(crate) fn mask_by_output(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+pub(crate) fn mask_by_output(y: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-        *dx = if y > 0.0 { dy } else { 0.0 };
+        *dx = MaybeUninit::new(if y > 0.0 { dy } else { 0.0 });
     }
 }
 

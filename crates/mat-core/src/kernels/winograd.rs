@@ -580,7 +580,7 @@ pub(super) fn output_transform(
     imgs: usize,
     bias: &[f32],
     relu: bool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
     work: &mut [f32],
 ) {
     let g = &p.g;
@@ -617,7 +617,7 @@ pub(super) fn output_transform(
                 let at = n * tpi + ty * p.cols();
                 let left = &quad[2 * r * t_all + at..][..tw];
                 let right = &quad[(2 * r + 1) * t_all + at..][..tw];
-                parity::merge(left, right, &mut plane[oy * g.ow..][..g.ow]);
+                parity::merge_uninit(left, right, &mut plane[oy * g.ow..][..g.ow]);
             }
         }
     }
