@@ -18,8 +18,10 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use super::gemm::{sgemm, Mat};
+use super::max_pool::Pool;
 use super::relu::mask_by_output;
 use super::winograd::{self, Plan};
 use super::{
@@ -340,31 +342,55 @@ fn backward_tasks(
     })
 }
 
-/// Images `imgs` of the output gradient `dy`, masked by the fused ReLU's
-/// output `mask` when there is one (into `masked`); their sums per output
-/// channel are added to `db` (empty when the bias gradient is not wanted).
+/// How the output gradient reaches the convolution's output.
+#[derive(Clone, Copy)]
+enum Through<'a> {
+    /// Directly.
+    Nothing,
+    /// Through the fused ReLU, whose output this is.
+    Relu(&'a [f32]),
+    /// Through the fused ReLU and then the max-pool: the ReLU's output, and
+    /// the output gradient is the pool's.
+    ReluPool(&'a [f32], Pool),
+}
+
+/// Images `imgs` of the convolution's output gradient, from the op's output
+/// gradient `dy` sent through the fused ReLU (and max-pool) when there is
+/// one (into `masked`; the pool's scratch is `pool_rows`); their sums per
+/// output channel are added to `db` (empty when the bias gradient is not
+/// wanted).
 #[inline(always)]
 fn output_gradient<'a>(
     g: &Geom,
     dy: &'a [f32],
-    mask: Option<&[f32]>,
+    through: Through<'_>,
     imgs: Range<usize>,
     masked: &'a mut [f32],
+    pool_rows: &mut [f32],
     db: &mut [f32],
 ) -> &'a [f32] {
     let ol = g.out_len();
     let (from, to) = (imgs.start * ol, imgs.end * ol);
-    let dy = match mask {
-        Some(m) => {
+    let dy = match through {
+        Through::Nothing => &dy[from..to],
+        Through::Relu(m) | Through::ReluPool(m, _) => {
             let masked = &mut masked[..to - from];
-            // SAFETY: `mask_by_output` writes only floats into the view, so
-            // `masked` stays initialised; `MaybeUninit<f32>` has the layout
-            // of `f32`.
+            // SAFETY: the kernels below write only floats into the view,
+            // so `masked` stays initialised; `MaybeUninit<f32>` has the
+            // layout of `f32`.
             let view = unsafe { &mut *(masked as *mut [f32] as *mut [MaybeUninit<f32>]) };
-            mask_by_output(&m[from..to], &dy[from..to], view);
+            match through {
+                Through::ReluPool(_, pool) => {
+                    let (ph, pw) = pool.out_dims(g.oh, g.ow);
+                    let planes = imgs.len() * g.oc;
+                    let dp = &dy[imgs.start * g.oc * ph * pw..][..planes * ph * pw];
+                    let dims = (planes, g.oh, g.ow);
+                    pool.backward::<true>(&m[from..to], dp, view, dims, pool_rows);
+                }
+                _ => mask_by_output(&m[from..to], &dy[from..to], view),
+            }
             masked
         }
-        None => &dy[from..to],
     };
     if !db.is_empty() {
         for (i, row) in dy.chunks(g.p()).enumerate() {
@@ -423,6 +449,59 @@ struct Conv2dOp {
     /// largest activations, so one pass less over them forward and one
     /// gradient tensor of their size less backward.
     relu: bool,
+    /// Then max-pool the ReLU's output (`relu` is set): the op's output is
+    /// the pooled one, and the ReLU's output is kept in `relu_out` for the
+    /// backward, which sends the pooled gradient through the pool and the
+    /// ReLU image by image, in each task's cache. Apart, the pool's
+    /// backward wrote an input gradient the size of the convolution's
+    /// output, which the convolution's backward then read again to mask.
+    pool: Option<Pool>,
+    /// The ReLU's output, kept by a pooled op's forward for its backward
+    /// (empty otherwise: the op's output is the ReLU's).
+    relu_out: OnceLock<Tensor>,
+}
+
+impl Conv2dOp {
+    fn new(params: Conv2dParams, relu: bool, pool: Option<usize>) -> Self {
+        Self {
+            params,
+            relu: relu || pool.is_some(),
+            pool: pool.map(|k| Pool { k }),
+            relu_out: OnceLock::new(),
+        }
+    }
+
+    /// The forward pass through im2col and one product per image.
+    fn im2col_forward(&self, g: &Geom, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+        let (k, p) = (g.k(), g.p());
+        let per = chunk(g.n);
+        let fill = |t: usize, ys: &mut [MaybeUninit<f32>]| {
+            let xs = &x[t * per * g.in_len()..];
+            with_cols(k * p, |cols| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
+                            // Start from the bias and accumulate the product onto it.
+                            for (row, &bo) in y_n.chunks_mut(p).zip(b) {
+                                row.fill(MaybeUninit::new(bo));
+                            }
+                            // SAFETY: the oc rows of p floats above are the
+                            // whole image's output.
+                            let y_n = unsafe { y_n.assume_init_mut() };
+                            im2col(g, x_n, cols);
+                            sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(cols, p), y_n, true);
+                            if self.relu {
+                                y_n.iter_mut().for_each(|v| *v = v.max(0.0));
+                            }
+                        }
+                    },
+                )
+            })
+        };
+        // SAFETY: each image's output is written whole (the bias) first.
+        unsafe { par_buffer(g.n * g.out_len(), g.out_len() * per, fill) }
+    }
 }
 
 impl CustomOp3 for Conv2dOp {
@@ -448,39 +527,31 @@ impl CustomOp3 for Conv2dOp {
         if b.len() != g.oc {
             candle_core::bail!("conv2d: bias has {} elements, expected {}", b.len(), g.oc)
         }
-        if winograd::applies(&g) && use_winograd() {
-            let y = winograd_forward(&g, x, w, b, self.relu);
-            return Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))));
-        }
-        let (k, p) = (g.k(), g.p());
-        let per = chunk(g.n);
-        let fill = |t: usize, ys: &mut [MaybeUninit<f32>]| {
-            let xs = &x[t * per * g.in_len()..];
-            with_cols(k * p, |cols| {
-                vectorized(
-                    #[inline(always)]
-                    || {
-                        for (y_n, x_n) in ys.chunks_mut(g.out_len()).zip(xs.chunks(g.in_len())) {
-                            // Start from the bias and accumulate the product onto it.
-                            for (row, &bo) in y_n.chunks_mut(p).zip(b) {
-                                row.fill(MaybeUninit::new(bo));
-                            }
-                            // SAFETY: the oc rows of p floats above are the
-                            // whole image's output.
-                            let y_n = unsafe { y_n.assume_init_mut() };
-                            im2col(&g, x_n, cols);
-                            sgemm(g.oc, p, k, Mat::rows(w, k), Mat::rows(cols, p), y_n, true);
-                            if self.relu {
-                                y_n.iter_mut().for_each(|v| *v = v.max(0.0));
-                            }
-                        }
-                    },
+        if let Some(pool) = &self.pool {
+            if pool.k == 0 || g.oh < pool.k || g.ow < pool.k {
+                candle_core::bail!(
+                    "conv2d_relu_pool: window {} does not fit the {}x{} output",
+                    pool.k,
+                    g.oh,
+                    g.ow
                 )
-            })
+            }
+        }
+        let y = if winograd::applies(&g) && use_winograd() {
+            winograd_forward(&g, x, w, b, self.relu)
+        } else {
+            self.im2col_forward(&g, x, w, b)
         };
-        // SAFETY: each image's output is written whole (the bias) first.
-        let y = unsafe { par_buffer(g.n * g.out_len(), g.out_len() * per, fill) };
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.oc, g.oh, g.ow))))
+        let shape = Shape::from((g.n, g.oc, g.oh, g.ow));
+        let Some(pool) = &self.pool else {
+            return Ok((CpuStorage::F32(y), shape));
+        };
+        let pooled = pool.forward(&y, g.n * g.oc, (g.oh, g.ow));
+        let _ = self
+            .relu_out
+            .set(Tensor::from_vec(y, shape, &candle_core::Device::Cpu)?);
+        let (ph, pw) = pool.out_dims(g.oh, g.ow);
+        Ok((CpuStorage::F32(pooled), Shape::from((g.n, g.oc, ph, pw))))
     }
 
     fn bwd(
@@ -491,15 +562,25 @@ impl CustomOp3 for Conv2dOp {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let relu_out = match (&self.pool, self.relu) {
+            (Some(_), _) => match self.relu_out.get() {
+                Some(t) => Some(t.clone()),
+                None => candle_core::bail!("conv2d_relu_pool: backward before its forward"),
+            },
+            (None, true) => Some(y.clone()),
+            (None, false) => None,
+        };
         let op = Conv2dBwd {
             params: self.params,
             want_dx: x.track_op(),
             want_dw: w.track_op(),
             want_db: b.track_op(),
-            // Through the fused ReLU, image by image inside the backward
-            // (y > 0 exactly where the pre-activation is): a separate masked
-            // copy of dy would be one more pass over the largest tensors.
-            relu_out: self.relu.then(|| y.clone()),
+            // Through the fused ReLU (and pool), image by image inside the
+            // backward (y > 0 exactly where the pre-activation is): a
+            // separate masked copy of dy would be one more pass over the
+            // largest tensors.
+            relu_out,
+            pool: self.pool,
         };
         let flat = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
         // `[dx..., dw..., db...]`, the unwanted left out: dx stays a view,
@@ -532,9 +613,12 @@ struct Conv2dBwd {
     want_dx: bool,
     want_dw: bool,
     want_db: bool,
-    /// The forward output of a conv fused with ReLU: the output gradient is
+    /// The ReLU's output of a conv fused with ReLU: the output gradient is
     /// masked by `relu_out > 0` first.
     relu_out: Option<Tensor>,
+    /// The max-pool after the ReLU (`relu_out` is set): the output
+    /// gradient is the pool's, sent through the pool first.
+    pool: Option<Pool>,
 }
 
 impl CustomOp3 for Conv2dBwd {
@@ -557,11 +641,16 @@ impl CustomOp3 for Conv2dBwd {
             f32_slice(s2, l2, "weight")?,
             f32_slice(s3, l3, "output gradient")?,
         );
-        if dy.len() != g.n * g.out_len() {
+        let ol = g.out_len();
+        let pooled_len = self.pool.map(|pool| {
+            let (ph, pw) = pool.out_dims(g.oh, g.ow);
+            ph * pw
+        });
+        let dy_len = g.n * g.oc * pooled_len.unwrap_or(g.p());
+        if dy.len() != dy_len {
             candle_core::bail!(
-                "conv2d backward: output gradient has {} elements, expected {}",
-                dy.len(),
-                g.n * g.out_len()
+                "conv2d backward: output gradient has {} elements, expected {dy_len}",
+                dy.len()
             )
         }
         let relu_out = self.relu_out.as_ref().map(|t| t.storage_and_layout());
@@ -572,9 +661,19 @@ impl CustomOp3 for Conv2dBwd {
             },
             None => None,
         };
-        if mask.is_some_and(|m| m.len() != dy.len()) {
-            candle_core::bail!("conv2d backward: relu output and gradient differ in size")
+        if mask.is_some_and(|m| m.len() != g.n * ol) {
+            candle_core::bail!("conv2d backward: relu output and output differ in size")
         }
+        let through = match (mask, self.pool) {
+            (Some(m), Some(pool)) => Through::ReluPool(m, pool),
+            (Some(m), None) => Through::Relu(m),
+            (None, None) => Through::Nothing,
+            (None, Some(_)) => candle_core::bail!("conv2d backward: a pool without its relu"),
+        };
+        let pool_rows = match self.pool {
+            Some(pool) => pool.backward_scratch(g.oh, g.ow),
+            None => 0,
+        };
         let (k, p) = (g.k(), g.p());
         let nx = if self.want_dx { g.n * g.in_len() } else { 0 };
         let nw = if self.want_dw { g.oc * k } else { 0 };
@@ -584,7 +683,6 @@ impl CustomOp3 for Conv2dBwd {
         let (dw, db) = rest.split_at_mut(nw);
         let (dw, db) = (zeroed(dw), zeroed(db));
         let dx = self.want_dx.then_some(dx);
-        let ol = g.out_len();
         if winograd::applies(&g) && use_winograd() {
             let plan = Plan::new(g);
             let nu = if self.want_dw { plan.u_len() } else { 0 };
@@ -594,7 +692,7 @@ impl CustomOp3 for Conv2dBwd {
                 BwdSizes {
                     partial: nu,
                     bias: nb,
-                    scratch: plan.backward_scratch(),
+                    scratch: plan.backward_scratch() + pool_rows,
                     shared: if self.want_dx { plan.u_len() } else { 0 },
                 },
                 |u| {
@@ -604,13 +702,14 @@ impl CustomOp3 for Conv2dBwd {
                 },
                 #[inline(always)]
                 |task, u| {
-                    let (v, dm, dv, masked, rows) =
-                        winograd::split_scratch(&plan, task.scratch, true);
+                    let (scratch, pool_rows) = task.scratch.split_at_mut(plan.backward_scratch());
+                    let (v, dm, dv, masked, rows) = winograd::split_scratch(&plan, scratch, true);
                     let mut dx_task = task.dx;
                     for start in (task.first..task.last).step_by(plan.per_group) {
                         let imgs = plan.per_group.min(task.last - start);
+                        let imgs_at = start..start + imgs;
                         let dy_g =
-                            output_gradient(&g, dy, mask, start..start + imgs, masked, task.db);
+                            output_gradient(&g, dy, through, imgs_at, masked, pool_rows, task.db);
                         winograd::output_transform_adjoint(&plan, dy_g, imgs, dm, rows);
                         if self.want_dw {
                             let xs = &x[start * g.in_len()..][..imgs * g.in_len()];
@@ -641,17 +740,19 @@ impl CustomOp3 for Conv2dBwd {
                 BwdSizes {
                     partial: nw,
                     bias: nb,
-                    scratch: k * p + ol,
+                    scratch: k * p + ol + pool_rows,
                     shared: 0,
                 },
                 |_| {},
                 #[inline(always)]
                 |task, _| {
-                    let (cols, masked) = task.scratch.split_at_mut(k * p);
+                    let (cols, rest) = task.scratch.split_at_mut(k * p);
+                    let (masked, pool_rows) = rest.split_at_mut(ol);
                     // col2im adds the columns' overlapping windows.
                     let mut dx_task = task.dx.map(zeroed);
                     for i in task.first..task.last {
-                        let dy_i = output_gradient(&g, dy, mask, i..i + 1, masked, task.db);
+                        let dy_i =
+                            output_gradient(&g, dy, through, i..i + 1, masked, pool_rows, task.db);
                         if self.want_dw {
                             // dWᵀ += cols · dY_iᵀ: with the long P axis contiguous in both
                             // operands this runs ~1.7x faster than dW += dY_i · colsᵀ.
@@ -724,7 +825,7 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     params: Conv2dParams,
 ) -> candle_core::Result<Tensor> {
-    conv2d_act(x, w, bias, params, false)
+    conv2d_act(x, w, bias, params, false, None)
 }
 
 /// `relu(conv2d(x, w, bias))` as one differentiable op on the CPU.
@@ -734,7 +835,19 @@ pub fn conv2d_relu(
     bias: Option<&Tensor>,
     params: Conv2dParams,
 ) -> candle_core::Result<Tensor> {
-    conv2d_act(x, w, bias, params, true)
+    conv2d_act(x, w, bias, params, true, None)
+}
+
+/// `max_pool2d(relu(conv2d(x, w, bias)), k)` as one differentiable op on
+/// the CPU (see [`crate::kernels::max_pool2d`] for the pool).
+pub fn conv2d_relu_pool(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+    k: usize,
+) -> candle_core::Result<Tensor> {
+    conv2d_act(x, w, bias, params, true, Some(k))
 }
 
 fn conv2d_act(
@@ -743,6 +856,7 @@ fn conv2d_act(
     bias: Option<&Tensor>,
     params: Conv2dParams,
     relu: bool,
+    pool: Option<usize>,
 ) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
         let b = match bias {
@@ -751,17 +865,17 @@ fn conv2d_act(
             None => Tensor::zeros(w.dim(0)?, DType::F32, w.device())?,
         };
         x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b, Conv2dOp { params, relu })
+            .apply_op3(&w.contiguous()?, &b, Conv2dOp::new(params, relu, pool))
     } else {
         let y = x.conv2d(w, params.padding, params.stride, 1, 1)?;
         let y = match bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
             None => y,
         };
-        if relu {
-            y.relu()
-        } else {
-            Ok(y)
+        let y = if relu || pool.is_some() { y.relu()? } else { y };
+        match pool {
+            Some(k) => super::max_pool2d(&y, k),
+            None => Ok(y),
         }
     }
 }
@@ -1103,6 +1217,79 @@ mod tests {
 
     /// The output and all three gradients, flat, of one convolution with
     /// ReLU on fixed data.
+    /// The fused conv, ReLU and max-pool gives the bytes of the three ops
+    /// apart (our conv with its ReLU, then our pool), forward and every
+    /// gradient: on the test cases (im2col and Winograd, odd sizes that
+    /// the pool floors) and on SmallCNN's and VGG's pooled layers, with 2x2
+    /// and 3x3 windows.
+    #[test]
+    fn fused_pool_equals_conv_relu_then_pool() {
+        let d = Device::Cpu;
+        let mut rng = SeededRng::new(6);
+        let same = Conv2dParams {
+            stride: 1,
+            padding: 1,
+        };
+        let mut shapes = cases();
+        for (n, c, hw, oc, p) in [
+            (3, 32, 26, 32, Conv2dParams::default()),
+            (2, 64, 10, 64, Conv2dParams::default()),
+            (2, 16, 7, 8, same),
+        ] {
+            shapes.push(Case {
+                n,
+                c,
+                h: hw,
+                w: hw,
+                oc,
+                kh: 3,
+                kw: 3,
+                p,
+            });
+        }
+        let mut pooled = 0;
+        for (case, k) in shapes.iter().flat_map(|c| [(c, 2), (c, 3)]) {
+            let Case {
+                n,
+                c,
+                h,
+                w,
+                oc,
+                kh,
+                kw,
+                p,
+            } = *case;
+            let x = Var::from_tensor(&rng.normal((n, c, h, w), 0.0, 1.0, &d).unwrap()).unwrap();
+            let wt = Var::from_tensor(&rng.normal((oc, c, kh, kw), 0.0, 1.0, &d).unwrap()).unwrap();
+            let b = Var::from_tensor(&rng.normal(oc, 0.0, 1.0, &d).unwrap()).unwrap();
+            let y = conv2d_relu(&x, &wt, Some(&b), p).unwrap();
+            let (oh, ow) = (y.dim(2).unwrap(), y.dim(3).unwrap());
+            let fused = conv2d_relu_pool(&x, &wt, Some(&b), p, k);
+            if oh < k || ow < k {
+                let e = fused
+                    .expect_err("a window larger than the output")
+                    .to_string();
+                assert!(e.contains(&format!("window {k} does not fit")), "{e}");
+                continue;
+            }
+            pooled += 1;
+            let fused = fused.unwrap();
+            let apart = crate::kernels::max_pool2d(&y, k).unwrap();
+            assert_eq!(flat(&fused), flat(&apart), "{case:?}, {k}x{k}: output");
+            let r = rng.normal(fused.shape(), 0.0, 1.0, &d).unwrap();
+            let g1 = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (apart * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (v, what) in [(&x, "dx"), (&wt, "dw"), (&b, "db")] {
+                assert_eq!(
+                    flat(g1.get(v).unwrap()),
+                    flat(g2.get(v).unwrap()),
+                    "{case:?}, {k}x{k}: {what}"
+                );
+            }
+        }
+        assert!(pooled > 40, "only {pooled} shapes fit a window");
+    }
+
     fn conv_and_gradients(shape: (usize, usize, usize, usize), p: Conv2dParams) -> Vec<Vec<f32>> {
         let (n, c, hw, oc) = shape;
         let d = Device::Cpu;

@@ -12,12 +12,18 @@ use std::mem::MaybeUninit;
 
 use super::{copy_short, f32_slice, par_buffer, vectorized, write_short};
 
+/// A `k x k` max-pool with stride `k`.
 #[derive(Clone, Copy)]
-struct Pool {
-    k: usize,
+pub(crate) struct Pool {
+    pub(crate) k: usize,
 }
 
 impl Pool {
+    /// The output's height and width for an `h x w` input (floor mode).
+    pub(crate) fn out_dims(&self, h: usize, w: usize) -> (usize, usize) {
+        (h / self.k, w / self.k)
+    }
+
     fn dims(&self, l: &Layout) -> candle_core::Result<(usize, usize, usize, usize, usize)> {
         let &[n, c, h, w] = l.dims() else {
             candle_core::bail!("max_pool2d: expected (N, C, H, W), got {:?}", l.dims())
@@ -101,8 +107,16 @@ fn pool2_row(top: &[f32], bottom: &[f32], y: &mut [MaybeUninit<f32>]) {
 
 /// Backward of one output row for 2x2 windows: windows do not overlap, so
 /// each input gets its window's gradient or 0, written, never accumulated.
+/// `RELU`: the input is a ReLU's output, and the gradient goes on through
+/// it: a window whose maximum is not positive passes none.
 #[inline(always)]
-fn pool2_row_bwd(top: &[f32], bottom: &[f32], dy: &[f32], dtop: &mut [f32], dbottom: &mut [f32]) {
+fn pool2_row_bwd<const RELU: bool>(
+    top: &[f32],
+    bottom: &[f32],
+    dy: &[f32],
+    dtop: &mut [f32],
+    dbottom: &mut [f32],
+) {
     // Blocks of 8 windows on local arrays, as in the forward.
     let blocks = dy.len() / 8;
     let t16 = top[..16 * blocks].chunks_exact(16);
@@ -118,8 +132,9 @@ fn pool2_row_bwd(top: &[f32], bottom: &[f32], dy: &[f32], dtop: &mut [f32], dbot
         let db: &mut [f32; 16] = db.try_into().expect("a block of 16");
         let (mut ot, mut ob) = ([0f32; 16], [0f32; 16]);
         for j in 0..8 {
-            let w = first_max4(t[2 * j], t[2 * j + 1], b[2 * j], b[2 * j + 1]).1;
-            let pick = |i| if w == i { g[j] } else { 0.0 };
+            let (v, w) = first_max4(t[2 * j], t[2 * j + 1], b[2 * j], b[2 * j + 1]);
+            let pass = !RELU || v > 0.0;
+            let pick = |i| if w == i && pass { g[j] } else { 0.0 };
             ot[2 * j] = pick(0);
             ot[2 * j + 1] = pick(1);
             ob[2 * j] = pick(2);
@@ -139,8 +154,9 @@ fn pool2_row_bwd(top: &[f32], bottom: &[f32], dy: &[f32], dtop: &mut [f32], dbot
         .zip(bottom.chunks_exact(2))
         .zip(dtop.chunks_exact_mut(2).zip(dbottom.chunks_exact_mut(2)));
     for (((t, b), (dt, db)), &g) in windows.zip(dy) {
-        let j = first_max4(t[0], t[1], b[0], b[1]).1;
-        let pick = |i| if j == i { g } else { 0.0 };
+        let (v, j) = first_max4(t[0], t[1], b[0], b[1]);
+        let pass = !RELU || v > 0.0;
+        let pick = |i| if j == i && pass { g } else { 0.0 };
         dt[0] = pick(0);
         dt[1] = pick(1);
         db[0] = pick(2);
@@ -210,14 +226,11 @@ fn window_rows<'a>(
     (top, bottom)
 }
 
-impl CustomOp1 for Pool {
-    fn name(&self) -> &'static str {
-        "mat-max-pool2d"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (planes, h, w, oh, ow) = self.dims(l)?;
-        let x = f32_slice(s, l, "max_pool2d input")?;
+impl Pool {
+    /// The output of `planes` planes of `h x w` floats in `x` (every plane's
+    /// windows, floor mode).
+    pub(crate) fn forward(&self, x: &[f32], planes: usize, (h, w): (usize, usize)) -> Vec<f32> {
+        let (oh, ow) = self.out_dims(h, w);
         let per = planes_per_task(planes, h * w);
         let fill = |t: usize, ys: &mut [MaybeUninit<f32>]| {
             let mut rows = vec![0f32; 4 * oh * ow];
@@ -233,7 +246,19 @@ impl CustomOp1 for Pool {
             )
         };
         // SAFETY: `forward_plane` writes every element of its plane.
-        let y = unsafe { par_buffer(planes * oh * ow, per * oh * ow, fill) };
+        unsafe { par_buffer(planes * oh * ow, per * oh * ow, fill) }
+    }
+}
+
+impl CustomOp1 for Pool {
+    fn name(&self) -> &'static str {
+        "mat-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (planes, h, w, oh, ow) = self.dims(l)?;
+        let x = f32_slice(s, l, "max_pool2d input")?;
+        let y = self.forward(x, planes, (h, w));
         let d = l.dims();
         Ok((CpuStorage::F32(y), Shape::from((d[0], d[1], oh, ow))))
     }
@@ -273,36 +298,60 @@ impl CustomOp2 for PoolBwd {
         }
         let per = planes_per_task(planes, h * w);
         let fill = |t: usize, dxs: &mut [MaybeUninit<f32>]| {
-            let mut rows = vec![0f32; 8 * oh * ow];
+            let mut rows = vec![0f32; self.0.backward_scratch(h, w)];
+            let planes = dxs.len() / (h * w);
+            let (x, dy) = (&x[t * per * h * w..], &dy[t * per * oh * ow..]);
             vectorized(
                 #[inline(always)]
                 || {
-                    for (j, dx) in dxs.chunks_mut(h * w).enumerate() {
-                        let i = t * per + j;
-                        self.backward_plane(
-                            &x[i * h * w..(i + 1) * h * w],
-                            &dy[i * oh * ow..(i + 1) * oh * ow],
-                            dx,
-                            w,
-                            (oh, ow),
-                            &mut rows,
-                        );
-                    }
+                    self.0
+                        .backward::<false>(x, dy, dxs, (planes, h, w), &mut rows)
                 },
             )
         };
-        // SAFETY: `backward_plane` writes every element of its plane.
+        // SAFETY: `backward` writes every element of its planes.
         let dx = unsafe { par_buffer(x.len(), per * h * w, fill) };
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
 
-impl PoolBwd {
-    /// One plane's input gradient `dx` (every element) from its input `x`
-    /// and output gradient `dy`; `rows` is scratch of at least `8·oh·ow`
-    /// floats.
+impl Pool {
+    /// Floats of scratch that [`Pool::backward`] needs for `h x w` planes.
+    pub(crate) fn backward_scratch(&self, h: usize, w: usize) -> usize {
+        let (oh, ow) = self.out_dims(h, w);
+        8 * oh * ow
+    }
+
+    /// The input gradient `dx` (every element) of `planes` planes of
+    /// `h x w` inputs `x`, from their output gradient `dy`; `rows` is
+    /// scratch of [`Pool::backward_scratch`] floats.
+    ///
+    /// `RELU`: `x` is a ReLU's output and `dx` goes on through it, to the
+    /// ReLU's input: `dy` where the window's first maximum is positive (the
+    /// ReLU passes it), 0 elsewhere. Bit for bit the pool's gradient masked
+    /// by `x > 0` afterwards, in one pass.
     #[inline(always)]
-    fn backward_plane(
+    pub(crate) fn backward<const RELU: bool>(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [MaybeUninit<f32>],
+        (planes, h, w): (usize, usize, usize),
+        rows: &mut [f32],
+    ) {
+        let (oh, ow) = self.out_dims(h, w);
+        for ((dx, x), dy) in dx[..planes * h * w]
+            .chunks_exact_mut(h * w)
+            .zip(x.chunks_exact(h * w))
+            .zip(dy.chunks_exact(oh * ow))
+        {
+            self.backward_plane::<RELU>(x, dy, dx, w, (oh, ow), rows);
+        }
+    }
+
+    /// One plane of [`Pool::backward`].
+    #[inline(always)]
+    fn backward_plane<const RELU: bool>(
         &self,
         x: &[f32],
         dy: &[f32],
@@ -312,7 +361,7 @@ impl PoolBwd {
         rows: &mut [f32],
     ) {
         let zero = MaybeUninit::new(0.0);
-        if self.0.k == 2 {
+        if self.k == 2 {
             // The whole plane's windows at once (see `window_rows`), then
             // each gradient row back in place; rows and columns that floor
             // mode drops get 0.
@@ -320,7 +369,7 @@ impl PoolBwd {
             let (top, bottom) = window_rows(x, w, oh, ow, xs);
             let seg = 2 * ow;
             let (dtop, dbottom) = grads[..2 * oh * seg].split_at_mut(oh * seg);
-            pool2_row_bwd(top, bottom, dy, dtop, dbottom);
+            pool2_row_bwd::<RELU>(top, bottom, dy, dtop, dbottom);
             let (pooled, dropped) = dx.split_at_mut(2 * oh * w);
             let windows = dtop.chunks_exact(seg).zip(dbottom.chunks_exact(seg));
             for (rows, (t, b)) in pooled.chunks_exact_mut(2 * w).zip(windows) {
@@ -338,7 +387,10 @@ impl PoolBwd {
         let dx = unsafe { dx.assume_init_mut() };
         for oy in 0..oh {
             for ox in 0..ow {
-                dx[self.0.argmax(x, w, oy, ox)] += dy[oy * ow + ox];
+                let at = self.argmax(x, w, oy, ox);
+                if !RELU || x[at] > 0.0 {
+                    dx[at] += dy[oy * ow + ox];
+                }
             }
         }
     }

@@ -16,7 +16,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout};
 use rayon::prelude::*;
 
-pub use conv2d::{conv2d, conv2d_relu};
+pub use conv2d::{conv2d, conv2d_relu, conv2d_relu_pool};
 pub use max_pool::max_pool2d;
 pub use relu::relu;
 

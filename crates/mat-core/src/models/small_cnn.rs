@@ -10,7 +10,7 @@ use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use super::classifier::{no_numbers, Family, Network};
-use crate::kernels::{max_pool2d, relu};
+use crate::kernels::relu;
 use crate::nn::{conv2d, linear, params::KAIMING_NORMAL, Conv2d, Conv2dParams, Dropout};
 
 pub const SMALL_CNN: Family = Family {
@@ -97,9 +97,9 @@ impl SmallCnn {
     /// features used for models without centers).
     pub fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let xs = self.conv1.forward_relu(xs)?; // [N, 32, 26, 26]
-        let xs = max_pool2d(&self.conv2.forward_relu(&xs)?, 2)?; // [N, 32, 12, 12]
+        let xs = self.conv2.forward_relu_pool(&xs, 2)?; // [N, 32, 12, 12]
         let xs = self.conv3.forward_relu(&xs)?; // [N, 64, 10, 10]
-        let xs = max_pool2d(&self.conv4.forward_relu(&xs)?, 2)?; // [N, 64, 4, 4]
+        let xs = self.conv4.forward_relu_pool(&xs, 2)?; // [N, 64, 4, 4]
         let xs = xs.flatten_from(1)?; // [N, 1024]
         let xs = relu(&self.fc1.forward(&xs)?)?;
         let xs = self.drop.forward_t(&xs, train)?;

@@ -13,7 +13,7 @@ use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::classifier::{no_numbers, Family, Network};
-use crate::kernels::{max_pool2d, relu};
+use crate::kernels::relu;
 use crate::nn::{conv2d, linear, Conv2d, Conv2dParams, Dropout};
 
 pub const VGG_MNIST: Family = Family {
@@ -74,8 +74,7 @@ impl Vgg {
     pub fn penultimate_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut xs = xs.clone();
         for pair in self.convs.chunks(2) {
-            xs = pair[1].forward_relu(&pair[0].forward_relu(&xs)?)?;
-            xs = max_pool2d(&xs, 2)?;
+            xs = pair[1].forward_relu_pool(&pair[0].forward_relu(&xs)?, 2)?;
         }
         let xs = relu(&self.fc1.forward(&xs.flatten_from(1)?)?)?;
         self.drop.forward_t(&xs, train)
@@ -96,6 +95,7 @@ impl ModuleT for Vgg {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::max_pool2d;
     use crate::nn::ParamStore;
     use crate::rng::SeededRng;
     use candle_core::{DType, Device};

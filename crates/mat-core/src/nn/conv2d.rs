@@ -42,6 +42,13 @@ impl Conv2d {
         let (w, b) = self.frozen_params();
         crate::kernels::conv2d_relu(xs, &w, b.as_ref(), self.params)
     }
+
+    /// `max_pool2d(relu(self.forward(xs)), k)` as one op (see
+    /// [`crate::kernels::conv2d_relu_pool`]).
+    pub fn forward_relu_pool(&self, xs: &Tensor, k: usize) -> candle_core::Result<Tensor> {
+        let (w, b) = self.frozen_params();
+        crate::kernels::conv2d_relu_pool(xs, &w, b.as_ref(), self.params, k)
+    }
 }
 
 impl Module for Conv2d {
