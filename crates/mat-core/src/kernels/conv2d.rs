@@ -25,7 +25,8 @@ use super::max_pool::Pool;
 use super::relu::mask_by_output;
 use super::winograd::{self, Plan};
 use super::{
-    add_short, copy_short, f32_slice, lane_sum, par_buffer, parameter_gradient, vectorized, zeroed,
+    add_short, as_uninit, copy_short, f32_slice, lane_sum, par_buffer, parameter_gradient,
+    vectorized, zeroed,
 };
 
 /// Stride and symmetric zero padding; dilation 1, one group.
@@ -375,10 +376,8 @@ fn output_gradient<'a>(
         Through::Nothing => &dy[from..to],
         Through::Relu(m) | Through::ReluPool(m, _) => {
             let masked = &mut masked[..to - from];
-            // SAFETY: the kernels below write only floats into the view,
-            // so `masked` stays initialised; `MaybeUninit<f32>` has the
-            // layout of `f32`.
-            let view = unsafe { &mut *(masked as *mut [f32] as *mut [MaybeUninit<f32>]) };
+            // SAFETY: the kernels below write only floats into the view.
+            let view = unsafe { as_uninit(masked) };
             match through {
                 Through::ReluPool(_, pool) => {
                     let (ph, pw) = pool.out_dims(g.oh, g.ow);
@@ -527,30 +526,24 @@ impl CustomOp3 for Conv2dOp {
         if b.len() != g.oc {
             candle_core::bail!("conv2d: bias has {} elements, expected {}", b.len(), g.oc)
         }
-        if let Some(pool) = &self.pool {
-            if pool.k == 0 || g.oh < pool.k || g.ow < pool.k {
-                candle_core::bail!(
-                    "conv2d_relu_pool: window {} does not fit the {}x{} output",
-                    pool.k,
-                    g.oh,
-                    g.ow
-                )
-            }
-        }
+        // The pool's window must fit the output, before any work.
+        let pooled_dims = self
+            .pool
+            .map(|pool| pool.checked_out_dims(g.oh, g.ow))
+            .transpose()?;
         let y = if winograd::applies(&g) && use_winograd() {
             winograd_forward(&g, x, w, b, self.relu)
         } else {
             self.im2col_forward(&g, x, w, b)
         };
         let shape = Shape::from((g.n, g.oc, g.oh, g.ow));
-        let Some(pool) = &self.pool else {
+        let (Some(pool), Some((ph, pw))) = (self.pool, pooled_dims) else {
             return Ok((CpuStorage::F32(y), shape));
         };
         let pooled = pool.forward(&y, g.n * g.oc, (g.oh, g.ow));
         let _ = self
             .relu_out
             .set(Tensor::from_vec(y, shape, &candle_core::Device::Cpu)?);
-        let (ph, pw) = pool.out_dims(g.oh, g.ow);
         Ok((CpuStorage::F32(pooled), Shape::from((g.n, g.oc, ph, pw))))
     }
 
@@ -562,12 +555,12 @@ impl CustomOp3 for Conv2dOp {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let relu_out = match (&self.pool, self.relu) {
-            (Some(_), _) => match self.relu_out.get() {
-                Some(t) => Some(t.clone()),
+        let relu_out = match (self.pool, self.relu) {
+            (Some(pool), _) => match self.relu_out.get() {
+                Some(t) => Some((t.clone(), Some(pool))),
                 None => candle_core::bail!("conv2d_relu_pool: backward before its forward"),
             },
-            (None, true) => Some(y.clone()),
+            (None, true) => Some((y.clone(), None)),
             (None, false) => None,
         };
         let op = Conv2dBwd {
@@ -580,7 +573,6 @@ impl CustomOp3 for Conv2dOp {
             // separate masked copy of dy would be one more pass over the
             // largest tensors.
             relu_out,
-            pool: self.pool,
         };
         let flat = x.apply_op3_no_bwd(w, &dy.contiguous()?, &op)?;
         // `[dx..., dw..., db...]`, the unwanted left out: dx stays a view,
@@ -613,12 +605,10 @@ struct Conv2dBwd {
     want_dx: bool,
     want_dw: bool,
     want_db: bool,
-    /// The ReLU's output of a conv fused with ReLU: the output gradient is
-    /// masked by `relu_out > 0` first.
-    relu_out: Option<Tensor>,
-    /// The max-pool after the ReLU (`relu_out` is set): the output
-    /// gradient is the pool's, sent through the pool first.
-    pool: Option<Pool>,
+    /// The ReLU's output of a conv fused with ReLU, and the max-pool after
+    /// it if there is one: the output gradient (the pool's, then) is sent
+    /// through the pool and masked by `relu_out > 0` first.
+    relu_out: Option<(Tensor, Option<Pool>)>,
 }
 
 impl CustomOp3 for Conv2dBwd {
@@ -642,7 +632,8 @@ impl CustomOp3 for Conv2dBwd {
             f32_slice(s3, l3, "output gradient")?,
         );
         let ol = g.out_len();
-        let pooled_len = self.pool.map(|pool| {
+        let pool = self.relu_out.as_ref().and_then(|(_, pool)| *pool);
+        let pooled_len = pool.map(|pool| {
             let (ph, pw) = pool.out_dims(g.oh, g.ow);
             ph * pw
         });
@@ -653,7 +644,7 @@ impl CustomOp3 for Conv2dBwd {
                 dy.len()
             )
         }
-        let relu_out = self.relu_out.as_ref().map(|t| t.storage_and_layout());
+        let relu_out = self.relu_out.as_ref().map(|(t, _)| t.storage_and_layout());
         let mask = match &relu_out {
             Some((storage, layout)) => match &**storage {
                 Storage::Cpu(s) => Some(f32_slice(s, layout, "relu output")?),
@@ -664,16 +655,13 @@ impl CustomOp3 for Conv2dBwd {
         if mask.is_some_and(|m| m.len() != g.n * ol) {
             candle_core::bail!("conv2d backward: relu output and output differ in size")
         }
-        let through = match (mask, self.pool) {
+        let through = match (mask, pool) {
             (Some(m), Some(pool)) => Through::ReluPool(m, pool),
             (Some(m), None) => Through::Relu(m),
-            (None, None) => Through::Nothing,
-            (None, Some(_)) => candle_core::bail!("conv2d backward: a pool without its relu"),
+            (None, _) => Through::Nothing,
         };
-        let pool_rows = match self.pool {
-            Some(pool) => pool.backward_scratch(g.oh, g.ow),
-            None => 0,
-        };
+        // Floats of each task's scratch for the pool's backward.
+        let pool_scratch = pool.map_or(0, |pool| pool.backward_scratch(g.oh, g.ow));
         let (k, p) = (g.k(), g.p());
         let nx = if self.want_dx { g.n * g.in_len() } else { 0 };
         let nw = if self.want_dw { g.oc * k } else { 0 };
@@ -692,7 +680,7 @@ impl CustomOp3 for Conv2dBwd {
                 BwdSizes {
                     partial: nu,
                     bias: nb,
-                    scratch: plan.backward_scratch() + pool_rows,
+                    scratch: plan.backward_scratch() + pool_scratch,
                     shared: if self.want_dx { plan.u_len() } else { 0 },
                 },
                 |u| {
@@ -740,7 +728,7 @@ impl CustomOp3 for Conv2dBwd {
                 BwdSizes {
                     partial: nw,
                     bias: nb,
-                    scratch: k * p + ol + pool_rows,
+                    scratch: k * p + ol + pool_scratch,
                     shared: 0,
                 },
                 |_| {},

@@ -24,14 +24,24 @@ impl Pool {
         (h / self.k, w / self.k)
     }
 
+    /// [`Pool::out_dims`], or an error where the window does not fit.
+    pub(crate) fn checked_out_dims(
+        &self,
+        h: usize,
+        w: usize,
+    ) -> candle_core::Result<(usize, usize)> {
+        if self.k == 0 || h < self.k || w < self.k {
+            candle_core::bail!("max_pool2d: window {} does not fit a {h}x{w} input", self.k)
+        }
+        Ok(self.out_dims(h, w))
+    }
+
     fn dims(&self, l: &Layout) -> candle_core::Result<(usize, usize, usize, usize, usize)> {
         let &[n, c, h, w] = l.dims() else {
             candle_core::bail!("max_pool2d: expected (N, C, H, W), got {:?}", l.dims())
         };
-        if self.k == 0 || h < self.k || w < self.k {
-            candle_core::bail!("max_pool2d: window {} does not fit a {h}x{w} input", self.k)
-        }
-        Ok((n * c, h, w, h / self.k, w / self.k))
+        let (oh, ow) = self.checked_out_dims(h, w)?;
+        Ok((n * c, h, w, oh, ow))
     }
 
     /// Index (within the plane) of the first maximum of window (oy, ox);

@@ -50,42 +50,18 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     pulp::Arch::new().dispatch(f)
 }
 
-/// `dst[i] = src[i]` (`ADD`: `dst[i] += src[i]`) for the short segments
-/// of im2col, col2im and the max-pool (an output row, 8 to 26 floats in
-/// SmallCNN), eight lanes at a time: `copy_from_slice` calls `memmove`,
-/// whose call and size dispatch cost more than the copy at these lengths.
+/// `dst[i] = src[i]` into a buffer's spare capacity (every element of
+/// `dst`), for the short segments of im2col, col2im and the max-pool (an
+/// output row, 8 to 26 floats in SmallCNN), eight lanes at a time:
+/// `copy_from_slice` calls `memmove`, whose call and size dispatch cost
+/// more than the copy at these lengths.
 #[inline(always)]
-fn row_segment<const ADD: bool>(dst: &mut [f32], src: &[f32]) {
+pub(crate) fn write_short(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     let src = &src[..dst.len()];
     // Blocks of 8 read whole into locals before the write: element by
     // element, the compiler could not rule out that `dst` overlaps `src`
     // (inlined, they lose their `&mut`/`&` distinction) and copied one
     // float at a time.
-    let mut d8 = dst.chunks_exact_mut(8);
-    let mut s8 = src.chunks_exact(8);
-    for (d, s) in (&mut d8).zip(&mut s8) {
-        let v: [f32; 8] = s.try_into().expect("a block of 8");
-        let d: &mut [f32; 8] = d.try_into().expect("a block of 8");
-        *d = if ADD {
-            let mut a: [f32; 8] = *d;
-            for j in 0..8 {
-                a[j] += v[j];
-            }
-            a
-        } else {
-            v
-        };
-    }
-    for (d, s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
-        *d = if ADD { *d + s } else { *s };
-    }
-}
-
-/// [`copy_short`] into a buffer's spare capacity: writes every element of
-/// `dst`.
-#[inline(always)]
-pub(crate) fn write_short(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
-    let src = &src[..dst.len()];
     let mut d8 = dst.chunks_exact_mut(8);
     let mut s8 = src.chunks_exact(8);
     for (d, s) in (&mut d8).zip(&mut s8) {
@@ -98,18 +74,46 @@ pub(crate) fn write_short(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     }
 }
 
-/// `dst.copy_from_slice(&src[..dst.len()])` for short runs (see [`row_segment`]).
+/// `dst.copy_from_slice(&src[..dst.len()])` for short runs (see
+/// [`write_short`]).
 #[inline(always)]
 pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
-    row_segment::<false>(dst, src)
+    // SAFETY: `write_short` writes only floats.
+    write_short(unsafe { as_uninit(dst) }, src)
 }
 
-/// `dst[i] += src[i]` for short runs (see [`row_segment`]), and for the
-/// longer ones of the backward's partial sums, which the same blocks of 8
-/// serve.
+/// `dst[i] += src[i]` for short runs (blocks of 8, as [`write_short`]),
+/// and for the longer ones of the backward's partial sums, which the same
+/// blocks serve.
 #[inline(always)]
 pub(crate) fn add_short(dst: &mut [f32], src: &[f32]) {
-    row_segment::<true>(dst, src)
+    let src = &src[..dst.len()];
+    let mut d8 = dst.chunks_exact_mut(8);
+    let mut s8 = src.chunks_exact(8);
+    for (d, s) in (&mut d8).zip(&mut s8) {
+        let v: [f32; 8] = s.try_into().expect("a block of 8");
+        let d: &mut [f32; 8] = d.try_into().expect("a block of 8");
+        let mut a: [f32; 8] = *d;
+        for j in 0..8 {
+            a[j] += v[j];
+        }
+        *d = a;
+    }
+    for (d, s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
+        *d += s;
+    }
+}
+
+/// Initialised floats seen as a buffer for the kernels that write into
+/// spare capacity ([`write_short`], `mask_by_output`, the max-pool's
+/// backward).
+///
+/// # Safety
+/// Only initialised floats may be written through the view (the slice is
+/// read as floats afterwards); `MaybeUninit<f32>` has the layout of `f32`.
+pub(crate) unsafe fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the caller keeps every element initialised.
+    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// Independent partial sums per block: a plain `f32` sum is sequential
