@@ -341,6 +341,25 @@ fn cpu_model() -> String {
     format!("{model} ({simd})")
 }
 
+/// Which of mat's kernel paths this CPU runs (the crate picks them at run
+/// time, so one binary's figures differ between machines by more than the
+/// clock): its own AVX-512 kernels, or the fallbacks.
+fn kernels_in_use() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "mat's AVX-512 kernels (the Winograd products, the planes' even and odd \
+                    columns split and merged), the other loops at AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "no AVX-512: the Winograd products through the `gemm` crate, the planes' \
+                    columns split and merged in plain loops, the other loops at AVX2";
+        }
+    }
+    "neither AVX-512 nor AVX2 with FMA: the `gemm` crate and plain loops throughout"
+}
+
 /// `pytorch_reference.py`, serving one workload run per request.
 struct Reference {
     child: Child,
@@ -981,7 +1000,9 @@ fn write_report(
     let rustc = run_cmd("rustc", &["--version"]);
     writeln!(
         md,
-        "Versions: {rustc}, candle 0.11, gemm 0.19 (x86-v4); {torch_version}.\n"
+        "Versions: {rustc}, candle 0.11, gemm 0.19 (built with its AVX-512 kernels, which \
+         it runs where the CPU has AVX-512); {torch_version}. Kernels: {}.\n",
+        kernels_in_use()
     )?;
     writeln!(
         md,
