@@ -188,19 +188,18 @@ mod tests {
                     "split, length {n}, column pair {k}"
                 );
             }
-            let mut back = vec![MaybeUninit::new(-1.0); n + 3];
-            merge_uninit(&even, &odd, &mut back[..n]);
-            // SAFETY: every element was initialised to -1 above.
-            let back: Vec<f32> = back.iter().map(|v| unsafe { v.assume_init() }).collect();
+            let mut back = vec![-1.0; n + 3];
+            // SAFETY: `merge_uninit` writes only floats.
+            merge_uninit(&even, &odd, unsafe {
+                crate::kernels::as_uninit(&mut back[..n])
+            });
             assert_eq!(&back[..n], &src[..], "merge, length {n}");
             assert_eq!(&back[n..], &[-1.0; 3], "merge wrote past length {n}");
-            let mut plain = vec![MaybeUninit::new(-1.0); n];
-            merge_plain(&even, &odd, &mut plain);
-            // SAFETY: `merge_plain` wrote every element.
-            let plain: Vec<f32> = plain
-                .into_iter()
-                .map(|v| unsafe { v.assume_init() })
-                .collect();
+            let mut plain = vec![-1.0; n];
+            // SAFETY: `merge_plain` writes only floats.
+            merge_plain(&even, &odd, unsafe {
+                crate::kernels::as_uninit(&mut plain)
+            });
             assert_eq!(plain, src, "plain merge, length {n}");
         }
     }
